@@ -1,0 +1,109 @@
+"""Numbered configs, command-line overrides and the start-up table.
+
+Every script takes ``--config=N`` (default 2) and any number of ``key=value`` words that
+override fields, e.g. ``python demo.py --config=0 test_cfg.draw_thresh=0.5 num_classes=3``.
+Values are cast to the type of the field they replace.
+"""
+
+import ast
+import difflib
+
+from .base import Section, SOLOv2Config
+from .solov2_light_448_r50_fpn_8gpu_3x import SOLOv2_Light_448_R50_FPN_8GPU_3x
+from .solov2_light_r50_vd_fpn_dcn_512_3x import SOLOv2_Light_R50_VD_FPN_DCN_512_3x
+from .solov2_r50_enhance_coco import SOLOv2_R50_Enhance_COCO
+from .solov2_r50_fpn_8gpu_3x import SOLOv2_R50_FPN_8GPU_3x
+
+CONFIGS = {
+    0: SOLOv2_R50_FPN_8GPU_3x,
+    1: SOLOv2_Light_448_R50_FPN_8GPU_3x,
+    2: SOLOv2_Light_R50_VD_FPN_DCN_512_3x,
+    3: SOLOv2_R50_Enhance_COCO,
+}
+DEFAULT_CONFIG = 2
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def _cast(text, current):
+    """Parse ``text`` into the type of ``current``."""
+    if text.lower() in ("none", "null"):
+        return None
+    if isinstance(current, bool):
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise ValueError(f"expected true/false, got {text!r}")
+    if isinstance(current, str) or current is None:
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return text
+        return text if isinstance(current, str) else value
+    value = ast.literal_eval(text)
+    if isinstance(current, (tuple, list)):
+        if not isinstance(value, (tuple, list)):
+            value = (value,)
+        return type(current)(value)
+    if isinstance(current, float):
+        return float(value)
+    if isinstance(current, int):
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError(f"expected an integer, got {text!r}")
+        return int(value)
+    return value
+
+
+def apply_overrides(cfg, words):
+    """Apply ``key=value`` words to ``cfg`` in place. Raises ValueError on a bad word."""
+    known = dict(cfg.fields())
+    for word in words:
+        if "=" not in word:
+            raise ValueError(f"override {word!r} is not of the form key=value")
+        key, text = word.split("=", 1)
+        key = key.strip()
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ValueError(f"unknown config field {key!r}{hint}")
+        try:
+            value = _cast(text.strip(), known[key])
+        except (ValueError, SyntaxError) as err:
+            raise ValueError(f"cannot set {key}={text!r}: {err}") from None
+        owner, _, attr = key.rpartition(".")
+        target = getattr(cfg, owner) if owner else cfg
+        setattr(target, attr, value)
+        known[key] = value
+    return cfg
+
+
+def load_config(number=DEFAULT_CONFIG, overrides=()):
+    if number not in CONFIGS:
+        choices = ", ".join(f"{n} = {c.name}" for n, c in CONFIGS.items())
+        raise ValueError(f"--config={number} does not exist; choose {choices}")
+    cfg = CONFIGS[number]()
+    return apply_overrides(cfg, overrides)
+
+
+def add_config_arguments(parser):
+    """Add ``--config`` and the trailing ``key=value`` overrides to an argparse parser."""
+    names = ", ".join(f"{n}={c.name}" for n, c in CONFIGS.items())
+    parser.add_argument("--config", type=int, default=DEFAULT_CONFIG,
+                        help=f"config number ({names}); default {DEFAULT_CONFIG}")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="override config fields, e.g. test_cfg.score_thr=0.2")
+    return parser
+
+
+def config_table(cfg):
+    """The resolved config as an aligned two-column text table."""
+    from tabulate import tabulate
+
+    rows = [(key, repr(value)) for key, value in cfg.fields()]
+    return f"config: {cfg.name}\n" + tabulate(rows, headers=("field", "value"))
+
+
+__all__ = ["CONFIGS", "DEFAULT_CONFIG", "Section", "SOLOv2Config", "add_config_arguments",
+           "apply_overrides", "config_table", "load_config"]
