@@ -1,0 +1,87 @@
+"""Predict images with SOLOv2 and draw the instances.
+
+    python demo.py --config=2                      # images/test -> images/res
+    python demo.py --config=0 --input photo.jpg --output out/ --thresh 0.5
+"""
+
+import argparse
+import os
+import sys
+import time
+
+from config import add_config_arguments, config_table, load_config
+from tools.checkpoint_io import WeightFileError
+from tools.convert import ConversionError
+from tools.predictor import StageTimes, load_class_names, load_predictor, predict_stream
+from tools.preprocess import list_images
+from tools.visualize import draw_instances, save_image
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser)
+    parser.add_argument("--input", help="image file, folder or glob (default test_cfg.input)")
+    parser.add_argument("--output", help="folder for drawn images (default test_cfg.output)")
+    parser.add_argument("--batch-size", type=int, help="images per forward pass")
+    parser.add_argument("--thresh", type=float, help="draw detections scoring at least this")
+    parser.add_argument("--workers", type=int, default=2, help="reader and writer threads each")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ValueError as err:
+        sys.exit(f"error: {err}")
+    test = cfg.test_cfg
+    input_spec = args.input or test.input
+    output_dir = args.output or test.output
+    batch_size = args.batch_size or test.batch_size
+    thresh = test.draw_thresh if args.thresh is None else args.thresh
+    print(config_table(cfg))
+
+    try:
+        class_names = load_class_names(cfg)
+        paths = list_images(input_spec)
+        model, postprocess, style = load_predictor(cfg, test.model_path, args.config)
+    except (WeightFileError, ConversionError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"{len(paths)} images from {input_spec}; preprocessing style {style!r}")
+
+    def draw_and_save(item, result):
+        drawn = draw_instances(item.image, result, class_names, thresh)
+        path = save_image(os.path.join(output_dir, os.path.basename(item.path)), drawn)
+        return path, int((result["scores"] >= thresh).sum())
+
+    stream = dict(size=cfg.test_size, mean=cfg.pixel_mean, std=cfg.pixel_std, style=style,
+                  batch_size=batch_size, num_workers=args.workers, keep_image=True)
+    # Warm-up: the first images through the network are slow (memory allocation, kernel
+    # selection); they are run once, untimed and unsaved.
+    predict_stream(model, postprocess, paths[:batch_size], on_error=lambda item: None,
+                   **stream)
+
+    times = StageTimes()
+    start = time.perf_counter()
+    outputs = predict_stream(model, postprocess, paths, consumer=draw_and_save, times=times,
+                             **stream)
+    wall = time.perf_counter() - start
+    done = [out for out in outputs if out is not None]
+    for path, count in done:
+        print(f"{path}: {count} instances at score >= {thresh}")
+    if not done:
+        print("no image could be read", file=sys.stderr)
+        return 1
+    print(f"\n{len(done)} images in {wall:.2f} s: {len(done) / wall:.2f} FPS including "
+          f"reading, preprocessing, post-processing and drawing (batch size {batch_size})")
+    print("per-stage time, ms per image (stages overlap in threads):")
+    for stage, ms in times.rows():
+        print(f"  {stage:<12} {ms:8.1f}")
+    print(f"  {'wall':<12} {1000 * wall / len(done):8.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
