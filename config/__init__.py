@@ -87,11 +87,11 @@ def load_config(number=DEFAULT_CONFIG, overrides=()):
     return apply_overrides(cfg, overrides)
 
 
-def add_config_arguments(parser):
+def add_config_arguments(parser, default=DEFAULT_CONFIG):
     """Add ``--config`` and the trailing ``key=value`` overrides to an argparse parser."""
     names = ", ".join(f"{n}={c.name}" for n, c in CONFIGS.items())
-    parser.add_argument("--config", type=int, default=DEFAULT_CONFIG,
-                        help=f"config number ({names}); default {DEFAULT_CONFIG}")
+    parser.add_argument("--config", type=int, default=default,
+                        help=f"config number ({names}); default {default}")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="override config fields, e.g. test_cfg.score_thr=0.2")
     return parser

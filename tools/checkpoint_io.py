@@ -247,6 +247,8 @@ def load_tensor_folder(path):
 
 def load_any(path):
     """(arrays, meta, kind) for any supported file; kind is 'torch', 'pickle' or 'folder'."""
+    if not os.path.exists(path):
+        raise WeightFileError(f"{path}: no such file or folder")
     if os.path.isdir(path) or path.endswith(".tar"):
         return load_tensor_folder(path), {}, "folder"
     if path.endswith((".pth", ".pt")):

@@ -176,15 +176,17 @@ def convert_file(cfg, src, dst):
 
 
 def converter_main(config_number, default_src, default_dst, argv=None):
-    """Command line of the top-level 1_*2paddle.py scripts."""
+    """Command line of the top-level 1_*2paddle.py scripts. ``default_src`` may list
+    several candidates; the first that exists is the default."""
     from config import add_config_arguments, load_config
 
+    if isinstance(default_src, (list, tuple)):
+        default_src = next((p for p in default_src if os.path.exists(p)), default_src[0])
     parser = argparse.ArgumentParser(description=f"Convert {default_src} to {default_dst}.")
     parser.add_argument("source", nargs="?", default=default_src,
                         help=f"file or folder to convert (default: {default_src})")
     parser.add_argument("--output", default=default_dst, help=f"default: {default_dst}")
-    add_config_arguments(parser)
-    parser.set_defaults(config=config_number)
+    add_config_arguments(parser, default=config_number)
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)

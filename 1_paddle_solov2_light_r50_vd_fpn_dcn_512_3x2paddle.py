@@ -1,0 +1,15 @@
+"""Convert PaddleDetection 0.5's SOLOv2-Light R50-vd-DCN 512 weights for config 2.
+
+    python 1_paddle_solov2_light_r50_vd_fpn_dcn_512_3x2paddle.py [SOURCE] [--output OUT]
+
+SOURCE defaults to solov2_light_r50_vd_fpn_dcn_512_3x.pdparams; OUT to
+dygraph_solov2_light_r50_vd_fpn_dcn_512_3x.pdparams.
+"""
+
+import sys
+
+from tools.convert import converter_main
+
+if __name__ == "__main__":
+    sys.exit(converter_main(2, "solov2_light_r50_vd_fpn_dcn_512_3x.pdparams",
+                            "dygraph_solov2_light_r50_vd_fpn_dcn_512_3x.pdparams"))

@@ -1,0 +1,15 @@
+"""Convert PaddleDetection 2.x's solov2_r50_enhance_coco.pdparams for config 3.
+
+    python 1_paddle_solov2_r50_enhance_coco2paddle.py [SOURCE] [--output OUT] [key=value ...]
+
+SOURCE defaults to solov2_r50_enhance_coco.pdparams; OUT to
+dygraph_solov2_r50_enhance_coco.pdparams.
+"""
+
+import sys
+
+from tools.convert import converter_main
+
+if __name__ == "__main__":
+    sys.exit(converter_main(3, "solov2_r50_enhance_coco.pdparams",
+                            "dygraph_solov2_r50_enhance_coco.pdparams"))

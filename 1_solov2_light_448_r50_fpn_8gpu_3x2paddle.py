@@ -1,0 +1,15 @@
+"""Convert the original SOLO SOLOv2_LIGHT_448_R50_3x.pth (PyTorch) for config 1.
+
+    python 1_solov2_light_448_r50_fpn_8gpu_3x2paddle.py [SOURCE] [--output OUT] [key=value ...]
+
+SOURCE defaults to SOLOv2_LIGHT_448_R50_3x.pth; OUT to
+dygraph_solov2_light_448_r50_fpn_8gpu_3x.pdparams. Needs PyTorch (CPU) to read the file.
+"""
+
+import sys
+
+from tools.convert import converter_main
+
+if __name__ == "__main__":
+    sys.exit(converter_main(1, "SOLOv2_LIGHT_448_R50_3x.pth",
+                            "dygraph_solov2_light_448_r50_fpn_8gpu_3x.pdparams"))
