@@ -26,7 +26,7 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, help="images per forward pass")
     parser.add_argument("--thresh", type=float, help="draw detections scoring at least this")
     parser.add_argument("--workers", type=int, default=2, help="reader and writer threads each")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)
 
 
 def main(argv=None):

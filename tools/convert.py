@@ -133,9 +133,12 @@ def convert_state(arrays, pairs, target_shapes, ignored=None, aliases=None):
 
 def model_shapes(cfg, backbone_only=False):
     """{name: shape} of the model's state for ``cfg``."""
+    import paddle
+
     from model import build_model
 
-    shapes = {k: tuple(v.shape) for k, v in build_model(cfg).state_dict().items()}
+    with paddle.LazyGuard():  # shapes only: skip allocating and initialising weights
+        shapes = {k: tuple(v.shape) for k, v in build_model(cfg).state_dict().items()}
     if backbone_only:
         shapes = {k: s for k, s in shapes.items()
                   if k.startswith("backbone.") and ".conv_offset." not in k}
@@ -187,7 +190,8 @@ def converter_main(config_number, default_src, default_dst, argv=None):
                         help=f"file or folder to convert (default: {default_src})")
     parser.add_argument("--output", default=default_dst, help=f"default: {default_dst}")
     add_config_arguments(parser, default=config_number)
-    args = parser.parse_args(argv)
+    # Intermixed parsing lets key=value words follow --output as well as precede it.
+    args = parser.parse_intermixed_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
         kind, count = convert_file(cfg, args.source, args.output)
