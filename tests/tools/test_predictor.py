@@ -1,0 +1,93 @@
+import threading
+
+import cv2
+import numpy as np
+import pytest
+
+from config import load_config
+from tests.fixtures import weights as fx
+from tools.convert import convert_file
+from tools.predictor import StageTimes, load_predictor, predict_stream, resolve_preprocess
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("weights")
+    cfg = load_config(2, ["test_size=(128, 192)"])
+    source = str(folder / "static.pdparams")
+    fx.save_fluid_pickle(source, fx.make_state(fx.ppdet_static_keys(**fx.STATIC_LIGHT_512)))
+    convert_file(cfg, source, str(folder / "converted.pdparams"))
+    return (cfg,) + load_predictor(cfg, str(folder / "converted.pdparams"), 2)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """Six files: two 128x192 images (same padded shape), two 150x150, one 100x300, and an
+    unreadable one in the middle."""
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.RandomState(0)
+    paths = []
+    for i, (h, w) in enumerate([(128, 192), (150, 150), (128, 192), (100, 300), (150, 150)]):
+        image = cv2.GaussianBlur(rng.randint(0, 256, (h, w, 3)).astype(np.uint8), (9, 9), 3)
+        path = str(folder / f"img{i}.png")
+        cv2.imwrite(path, image)
+        paths.append(path)
+    broken = folder / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    paths.insert(3, str(broken))
+    return paths
+
+
+def run(predictor, paths, batch_size, **kwargs):
+    cfg, model, postprocess, style = predictor
+    return predict_stream(model, postprocess, paths, cfg.test_size, cfg.pixel_mean,
+                          cfg.pixel_std, style, batch_size=batch_size, **kwargs)
+
+
+def test_batches_give_the_same_results_as_single_images(predictor, images):
+    errors = []
+    singles = run(predictor, images, 1, on_error=errors.append)
+    batched = run(predictor, images, 3, on_error=lambda item: None)
+    assert [e.path for e in errors] == [images[3]]
+    assert singles[3] is None and batched[3] is None
+    assert sum(len(r["scores"]) for r in singles if r) > 0  # the fixture weights detect
+    for single, batch in zip(singles, batched):
+        if single is None:
+            continue
+        np.testing.assert_array_equal(single["labels"], batch["labels"])
+        np.testing.assert_allclose(single["scores"], batch["scores"], rtol=1e-4, atol=1e-6)
+        differing = (single["masks"] != batch["masks"]).sum()
+        assert differing <= 1e-4 * max(single["masks"].size, 1)
+
+
+def test_results_come_back_in_input_order_at_the_original_size(predictor, images):
+    results = run(predictor, images, 2, on_error=lambda item: None)
+    for path, result in zip(images, results):
+        if result is None:
+            continue
+        h, w = cv2.imread(path).shape[:2]
+        assert result["masks"].shape[1:] == (h, w)
+
+
+def test_consumers_run_in_worker_threads_and_stages_are_timed(predictor, images):
+    threads = set()
+    times = StageTimes()
+
+    def consumer(item, result):
+        threads.add(threading.current_thread().name)
+        return item.path
+
+    out = run(predictor, images[:3], 1, consumer=consumer, times=times)
+    assert out == images[:3]
+    assert threading.current_thread().name not in threads
+    assert [stage for stage, _ in times.rows()] == ["read", "preprocess", "forward",
+                                                    "postprocess", "consume"]
+    assert all(ms > 0 for _, ms in times.rows())
+
+
+def test_preprocess_style_follows_the_weight_file_unless_set():
+    cfg = load_config(0)
+    assert resolve_preprocess(cfg, {"preprocess": "ppdet_static"}) == "ppdet_static"
+    assert resolve_preprocess(cfg, {}) == "mmcv"
+    cfg.preprocess = "ppdet2"
+    assert resolve_preprocess(cfg, {"preprocess": "mmcv"}) == "ppdet2"
