@@ -45,7 +45,7 @@ def main(argv=None):
     try:
         class_names = load_class_names(cfg)
         paths = list_images(input_spec)
-        model, postprocess, style = load_predictor(cfg, test.model_path, args.config)
+        predictor, style = load_predictor(cfg, test.model_path, args.config)
     except (WeightFileError, ConversionError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -60,12 +60,12 @@ def main(argv=None):
                   batch_size=batch_size, num_workers=args.workers, keep_image=True)
     # Warm-up: the first images through the network are slow (memory allocation, kernel
     # selection); they are run once, untimed and unsaved.
-    predict_stream(model, postprocess, paths[:batch_size], on_error=lambda item: None,
+    predict_stream(predictor, paths[:batch_size], on_error=lambda item: None,
                    **stream)
 
     times = StageTimes()
     start = time.perf_counter()
-    outputs = predict_stream(model, postprocess, paths, consumer=draw_and_save, times=times,
+    outputs = predict_stream(predictor, paths, consumer=draw_and_save, times=times,
                              **stream)
     wall = time.perf_counter() - start
     done = [out for out in outputs if out is not None]

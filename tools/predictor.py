@@ -65,10 +65,30 @@ def load_item(index, path, size, mean, std, style, keep_image=False, times=None)
     return Item(index, path, chw, crop_hw, ori_hw, image if keep_image else None)
 
 
-def predict_stream(model, postprocess, paths, size, mean, std, style, batch_size=1,
-                   num_workers=2, keep_image=False, consumer=None, times=None,
-                   on_error=None, progress=None):
-    """Predict every image in ``paths``.
+class DygraphPredictor:
+    """The dynamic-graph network plus post-processing, behind the interface every engine
+    offers: ``predictor(batch, crop_hws, ori_hws, times) -> list of result dicts``, with
+    ``batch`` the padded [N, 3, H, W] float32 numpy input."""
+
+    def __init__(self, model, postprocess):
+        self.model = model
+        self.postprocess = postprocess
+        model.eval()
+
+    def __call__(self, batch, crop_hws, ori_hws, times):
+        start = time.perf_counter()
+        with paddle.no_grad():
+            outputs = self.model(paddle.to_tensor(batch))
+            forward_done = time.perf_counter()
+            results = self.postprocess(outputs, crop_hws, ori_hws)
+        times.add("forward", forward_done - start, len(batch))
+        times.add("postprocess", time.perf_counter() - forward_done, len(batch))
+        return results
+
+
+def predict_stream(predictor, paths, size, mean, std, style, batch_size=1, num_workers=2,
+                   keep_image=False, consumer=None, times=None, on_error=None, progress=None):
+    """Predict every image in ``paths`` with ``predictor`` (e.g. a DygraphPredictor).
 
     consumer(item, result) runs in a worker thread for each image (result: the dict of
     masks/labels/scores/boxes from the post-processing); its return values come back as a
@@ -79,7 +99,6 @@ def predict_stream(model, postprocess, paths, size, mean, std, style, batch_size
     times = times if times is not None else StageTimes()
     on_error = on_error or (lambda item: print(f"skipped: {item.error}", file=sys.stderr))
     results = [None] * len(paths)
-    model.eval()
     queue = collections.deque()
     pending = collections.OrderedDict()  # padded shape -> items waiting for a full batch
     max_pending = 4 * batch_size
@@ -101,16 +120,9 @@ def predict_stream(model, postprocess, paths, size, mean, std, style, batch_size
             return item.index, value
 
         def run(items):
-            start = time.perf_counter()
-            inputs = paddle.to_tensor(pad_batch([it.input for it in items]))
-            with paddle.no_grad():
-                outputs = model(inputs)
-                forward_done = time.perf_counter()
-                batch_results = postprocess(outputs, [it.crop_hw for it in items],
-                                            [it.ori_hw for it in items])
-            done = time.perf_counter()
-            times.add("forward", forward_done - start, len(items))
-            times.add("postprocess", done - forward_done, len(items))
+            batch_results = predictor(pad_batch([it.input for it in items]),
+                                      [it.crop_hw for it in items], [it.ori_hw for it in items],
+                                      times)
             for item, result in zip(items, batch_results):
                 writes.append(writers.submit(consume, item, result))
             if progress:
@@ -163,7 +175,7 @@ def load_class_names(cfg):
 
 
 def load_predictor(cfg, model_path, config_number=None):
-    """(model in eval mode, post-processor, preprocessing style) for a weight file.
+    """(DygraphPredictor, preprocessing style) for a weight file.
 
     Raises tools.convert.MissingWeightsError (with download/convert instructions) when the
     file does not exist, WeightFileError / ConversionError when it does not fit the config.
@@ -174,5 +186,4 @@ def load_predictor(cfg, model_path, config_number=None):
 
     model = build_model(cfg)
     meta = load_weights(model, model_path, cfg, config_number)
-    model.eval()
-    return model, build_postprocess(cfg), resolve_preprocess(cfg, meta)
+    return DygraphPredictor(model, build_postprocess(cfg)), resolve_preprocess(cfg, meta)

@@ -39,9 +39,9 @@ def images(tmp_path_factory):
 
 
 def run(predictor, paths, batch_size, **kwargs):
-    cfg, model, postprocess, style = predictor
-    return predict_stream(model, postprocess, paths, cfg.test_size, cfg.pixel_mean,
-                          cfg.pixel_std, style, batch_size=batch_size, **kwargs)
+    cfg, engine, style = predictor
+    return predict_stream(engine, paths, cfg.test_size, cfg.pixel_mean, cfg.pixel_std, style,
+                          batch_size=batch_size, **kwargs)
 
 
 def test_batches_give_the_same_results_as_single_images(predictor, images):
