@@ -97,7 +97,8 @@ SPOT_CHECKS = {
         "backbone.res5.res5c.branch2b.conv_offset.bias":
             "backbone.stages.3.2.conv2.conv.conv_offset.bias",
         "neck.fpn_inner_res4_sum_lateral.weight": "neck.lateral_convs.2.weight",
-        "solov2_head.bbox_head.kernel_convs.2.conv.conv_dcn.bias": "head.kernel_convs.2.conv.conv.bias",
+        "solov2_head.bbox_head.kernel_convs.2.conv.conv_dcn.bias":
+            "head.kernel_convs.2.conv.conv.bias",
         "solov2_head.bbox_head.solo_cate.bias": "head.solo_cate.bias",
         "solov2_head.solo_cate.bias": "head.solo_cate.bias",
         "mask_head.conv_pre_feat3.mask_feat_head.convs_all_levels.3.conv0.conv.conv_offset.weight":

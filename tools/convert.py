@@ -13,8 +13,16 @@ import sys
 import numpy as np
 
 from .checkpoint_io import WeightFileError, load_any, save_pdparams
-from .weight_maps import (PPDET2_ALIASES, detect_source, ppdet2_pairs, ppdet_static_pairs,
-                          solo_pth_ignored, solo_pth_pairs, ssld_ignored, ssld_pairs)
+from .weight_maps import (
+    PPDET2_ALIASES,
+    detect_source,
+    ppdet2_pairs,
+    ppdet_static_pairs,
+    solo_pth_ignored,
+    solo_pth_pairs,
+    ssld_ignored,
+    ssld_pairs,
+)
 
 # pairs(cfg), ignored(name) -> bool, alias prefixes, preprocessing the weights were made for.
 SOURCES = {

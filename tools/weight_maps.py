@@ -207,9 +207,10 @@ def ppdet2_pairs(cfg):
             conv = f"{ours}.conv{k}"
             if k == 2 and stage in cfg.backbone_dcn_stages:
                 # The backbone's ConvNormLayer keeps a bare DeformConv2D (no bias) as .conv.
-                pairs += [(f"{conv}.conv.conv.weight", f"{theirs}.{branch}.conv.weight"),
-                          (f"{conv}.conv.conv_offset.weight", f"{theirs}.{branch}.conv_offset.weight"),
-                          (f"{conv}.conv.conv_offset.bias", f"{theirs}.{branch}.conv_offset.bias")]
+                src = f"{theirs}.{branch}"
+                pairs += [(f"{conv}.conv.conv.weight", f"{src}.conv.weight"),
+                          (f"{conv}.conv.conv_offset.weight", f"{src}.conv_offset.weight"),
+                          (f"{conv}.conv.conv_offset.bias", f"{src}.conv_offset.bias")]
             else:
                 pairs.append((f"{conv}.conv.weight", f"{theirs}.{branch}.conv.weight"))
             pairs += _norm(conv, f"{theirs}.{branch}.norm", BN_SUFFIXES)
@@ -220,9 +221,9 @@ def ppdet2_pairs(cfg):
             pairs.append((f"{ours}.shortcut.proj.conv.weight", f"{short}.conv.weight"))
             pairs += _norm(f"{ours}.shortcut.proj", f"{short}.norm", BN_SUFFIXES)
     for i, stage in enumerate((2, 3, 4, 5)):
-        inner = "neck.fpn_inner_res5_sum" if stage == 5 else f"neck.fpn_inner_res{stage}_sum_lateral"
+        inner = "fpn_inner_res5_sum" if stage == 5 else f"fpn_inner_res{stage}_sum_lateral"
         for p in ("weight", "bias"):
-            pairs += [(f"neck.lateral_convs.{i}.{p}", f"{inner}.{p}"),
+            pairs += [(f"neck.lateral_convs.{i}.{p}", f"neck.{inner}.{p}"),
                       (f"neck.fpn_convs.{i}.{p}", f"neck.fpn_res{stage}_sum.{p}")]
     for branch in ("kernel_convs", "cate_convs"):
         for i in range(cfg.head_stacked_convs):
@@ -268,7 +269,8 @@ def detect_source(names):
     names = set(names)
     if any(n.startswith(("solov2_head.", "mask_head.")) for n in names):
         return "ppdet2"
-    if any(n.startswith("bbox_head.") for n in names) and any(n.endswith("_weights") for n in names):
+    fluid_names = any(n.endswith("_weights") for n in names)
+    if fluid_names and any(n.startswith("bbox_head.") for n in names):
         return "ppdet_static"
     if any(n.startswith("backbone.stem.") for n in names):
         return "ours"

@@ -3,8 +3,7 @@ import paddle
 import pytest
 
 from config import Section
-from model.postprocess import (cell_strides, get_seg_single, masks_to_boxes, matrix_nms,
-                               points_nms)
+from model.postprocess import cell_strides, get_seg_single, masks_to_boxes, matrix_nms, points_nms
 
 CFG = Section(score_thr=0.1, mask_thr=0.5, nms_pre=500, nms_kernel="gaussian", nms_sigma=2.0,
               update_thr=0.05, max_per_img=100)

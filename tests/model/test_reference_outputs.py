@@ -16,7 +16,7 @@ import pytest
 from config import load_config
 from model import build_model, build_postprocess
 from model.postprocess import points_nms
-from tests.fixtures.weights import read_keys, make_state, save_mmcv_pth, save_paddle2_pdparams
+from tests.fixtures.weights import make_state, read_keys, save_mmcv_pth, save_paddle2_pdparams
 from tools.convert import convert_file, load_weights
 
 GOLDENS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures", "goldens")

@@ -5,8 +5,16 @@ import numpy as np
 import pytest
 
 from tests.fixtures.weights import save_fluid_pickle
-from tools.checkpoint_io import (META_KEY, WeightFileError, load_pdparams, load_tensor_folder,
-                                 load_torch, read_paddle_tensor, safe_unpickle, save_pdparams)
+from tools.checkpoint_io import (
+    META_KEY,
+    WeightFileError,
+    load_pdparams,
+    load_tensor_folder,
+    load_torch,
+    read_paddle_tensor,
+    safe_unpickle,
+    save_pdparams,
+)
 
 
 class Payload:

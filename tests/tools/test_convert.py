@@ -6,8 +6,14 @@ from config import load_config
 from model import build_model
 from tests.fixtures import weights as fx
 from tools.checkpoint_io import WeightFileError, load_pdparams
-from tools.convert import (ConversionError, MissingWeightsError, convert_file, convert_state,
-                           load_weights, resolve_aliases)
+from tools.convert import (
+    ConversionError,
+    MissingWeightsError,
+    convert_file,
+    convert_state,
+    load_weights,
+    resolve_aliases,
+)
 
 
 def test_missing_weights_message_says_where_to_get_them(tmp_path):

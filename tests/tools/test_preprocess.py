@@ -2,8 +2,14 @@ import cv2
 import numpy as np
 import pytest
 
-from tools.preprocess import (ImageReadError, list_images, pad_batch, preprocess, read_image,
-                              resize_scale)
+from tools.preprocess import (
+    ImageReadError,
+    list_images,
+    pad_batch,
+    preprocess,
+    read_image,
+    resize_scale,
+)
 
 MEAN, STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
 
