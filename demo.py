@@ -76,10 +76,7 @@ def main(argv=None):
         return 1
     print(f"\n{len(done)} images in {wall:.2f} s: {len(done) / wall:.2f} FPS including "
           f"reading, preprocessing, post-processing and drawing (batch size {batch_size})")
-    print("per-stage time, ms per image (stages overlap in threads):")
-    for stage, ms in times.rows():
-        print(f"  {stage:<12} {ms:8.1f}")
-    print(f"  {'wall':<12} {1000 * wall / len(done):8.1f}")
+    print(times.report(wall, len(done)))
     return 0
 
 

@@ -39,6 +39,14 @@ class StageTimes:
         return [(stage, 1000.0 * self.seconds[stage] / max(self.counts[stage], 1))
                 for stage in self.seconds]
 
+    def report(self, wall, count):
+        """Lines giving ms per image of every stage and of the wall clock over ``count``
+        images."""
+        lines = ["per-stage time, ms per image (stages overlap in threads):"]
+        lines += [f"  {stage:<12} {ms:8.1f}" for stage, ms in self.rows()]
+        lines.append(f"  {'wall':<12} {1000 * wall / max(count, 1):8.1f}")
+        return "\n".join(lines)
+
 
 @dataclass
 class Item:
