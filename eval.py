@@ -11,13 +11,13 @@ be computed again with --from-json without predicting.
 import argparse
 import sys
 
-from config import add_config_arguments, config_table, load_config
+from config import config_table
 from tools.checkpoint_io import WeightFileError
 from tools.coco import AnnotationError, CocoSet
 from tools.coco_results import ResultsFileError
 from tools.convert import ConversionError
-from tools.evaluation import (check_eval_settings, default_results_path, eval_saved,
-                              load_set_and_model, positive_int, run_eval)
+from tools.evaluation import (add_eval_arguments, default_results_path, eval_saved,
+                              load_eval_config, load_set_and_model, positive_int, run_eval)
 
 # Problems with the user's files or settings: a message, no traceback, exit status 1.
 USER_ERRORS = (AnnotationError, ResultsFileError, WeightFileError, ConversionError,
@@ -27,7 +27,7 @@ USER_ERRORS = (AnnotationError, ResultsFileError, WeightFileError, ConversionErr
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser)
+    add_eval_arguments(parser)
     parser.add_argument("--from-json", metavar="RESULTS",
                         help="evaluate a saved results json instead of predicting")
     parser.add_argument("--output", metavar="RESULTS",
@@ -35,16 +35,13 @@ def parse_args(argv=None):
                              "<eval_cfg.output_dir>/<weights>/<annotations>_results.json)")
     parser.add_argument("--per-class", action="store_true", help="also print AP per class")
     parser.add_argument("--limit", type=positive_int, help="evaluate only the first N images")
-    parser.add_argument("--workers", type=positive_int, default=2,
-                        help="reader and encoder threads each")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
     try:
-        cfg = load_config(args.config, args.overrides)
-        check_eval_settings(cfg)
+        cfg = load_eval_config(args)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -9,13 +9,13 @@ file zipped, ready to upload, under <eval_cfg.output_dir>/<weights>/ (or --outpu
 import argparse
 import sys
 
-from config import add_config_arguments, config_table, load_config
+from config import config_table
 from tools.checkpoint_io import WeightFileError
 from tools.coco import AnnotationError
 from tools.coco_results import write_submission
 from tools.convert import ConversionError
-from tools.evaluation import (check_eval_settings, load_set_and_model, output_folder,
-                              positive_int, predict_coco)
+from tools.evaluation import (add_eval_arguments, load_eval_config, load_set_and_model,
+                              output_folder, predict_coco)
 
 USER_ERRORS = (AnnotationError, WeightFileError, ConversionError, FileNotFoundError)
 
@@ -23,19 +23,16 @@ USER_ERRORS = (AnnotationError, WeightFileError, ConversionError, FileNotFoundEr
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser)
+    add_eval_arguments(parser)
     parser.add_argument("--output", metavar="FOLDER",
                         help="folder for the results (default <eval_cfg.output_dir>/<weights>)")
-    parser.add_argument("--workers", type=positive_int, default=2,
-                        help="reader and encoder threads each")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
     try:
-        cfg = load_config(args.config, args.overrides)
-        check_eval_settings(cfg)
+        cfg = load_eval_config(args)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

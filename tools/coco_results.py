@@ -91,8 +91,7 @@ def read_results(path):
 
 def info_path(results_path):
     """Where the run's summary (evaluated image ids, skipped files, AP) sits next to it."""
-    stem = results_path[:-5] if results_path.endswith(".json") else results_path
-    return f"{stem}.info.json"
+    return f"{results_path.removesuffix('.json')}.info.json"
 
 
 def read_info(results_path):

@@ -7,10 +7,13 @@ with an ETA runs on stderr. Images that cannot be read are reported and left out
 evaluation covers the images that were predicted.
 """
 
+import argparse
 import os
 import sys
 import time
 from dataclasses import dataclass
+
+from config import add_config_arguments, load_config
 
 from .checkpoint_io import WeightFileError
 from .coco import CocoSet
@@ -72,18 +75,26 @@ def predict_coco(model, postprocess, style, cfg, coco, image_ids=None, batch_siz
 
 def positive_int(text):
     """argparse type: an integer >= 1."""
-    import argparse
-
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
 
 
-def check_eval_settings(cfg):
-    """Raise ValueError for eval_cfg values no run could use."""
+def add_eval_arguments(parser):
+    """The arguments eval.py and test_dev.py share: --config, key=value, --workers."""
+    add_config_arguments(parser)
+    parser.add_argument("--workers", type=positive_int, default=2,
+                        help="reader and encoder threads each")
+    return parser
+
+
+def load_eval_config(args):
+    """The config of ``args``; ValueError for an unknown field or an unusable value."""
+    cfg = load_config(args.config, args.overrides)
     if cfg.eval_cfg.batch_size < 1:
         raise ValueError(f"eval_cfg.batch_size={cfg.eval_cfg.batch_size}; it must be >= 1")
+    return cfg
 
 
 def load_set_and_model(cfg, config_number, ann_file, image_dir):

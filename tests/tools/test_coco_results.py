@@ -81,7 +81,8 @@ def test_submission_is_a_zip_of_one_segm_json_at_the_root(tmp_path):
     with zipfile.ZipFile(zip_path) as zf:
         assert zf.namelist() == ["detections_test-dev2017_solov2_results.json"]
         inside = json.loads(zf.read("detections_test-dev2017_solov2_results.json"))
-    assert inside == json.loads(open(json_path).read())
+    with open(json_path) as f:
+        assert inside == json.load(f)
     assert [sorted(r) for r in inside] == [["category_id", "image_id", "score",
                                             "segmentation"]] * 2
     assert not list((tmp_path / "out").glob("*.tmp"))
