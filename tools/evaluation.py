@@ -19,7 +19,7 @@ from .checkpoint_io import WeightFileError
 from .coco import CocoSet
 from .coco_eval import STAT_NAMES, evaluate, per_class_table
 from .coco_results import encode_result, info_path, read_info, read_results, write_json
-from .predictor import StageTimes, load_predictor, predict_stream
+from .predictor import StageTimes, load_predictor, predict_stream, progress_bar
 
 
 @dataclass
@@ -46,13 +46,10 @@ def predict_coco(model, postprocess, style, cfg, coco, image_ids=None, batch_siz
     Labels become the set's category ids (``coco.cat_ids``); test-time sizes and
     thresholds come from ``cfg`` (test_size, pixel_mean/std, test_cfg).
     """
-    from tqdm import tqdm
-
     image_ids = list(coco.image_ids if image_ids is None else image_ids)
     paths = [coco.image_path(i) for i in image_ids]
     skipped, times = [], StageTimes()
-    bar = tqdm(total=len(paths), desc=desc, unit="img", file=sys.stderr, mininterval=1.0,
-               dynamic_ncols=True)
+    bar = progress_bar(len(paths), desc)
 
     def on_error(item):
         skipped.append((image_ids[item.index], item.error))

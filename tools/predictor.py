@@ -48,6 +48,15 @@ class StageTimes:
         return "\n".join(lines)
 
 
+def progress_bar(total, desc):
+    """A tqdm bar with an ETA on stderr, for predict_stream's ``progress`` callback. Write
+    messages while it runs with ``bar.write(text, file=sys.stderr)`` to keep it intact."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, mininterval=1.0,
+                dynamic_ncols=True)
+
+
 @dataclass
 class Item:
     index: int
