@@ -51,9 +51,10 @@ def main(argv=None):
     preds = predict_coco(model, postprocess, style, cfg, coco, batch_size=batch_size,
                          workers=args.workers, desc="test-dev")
     print(preds.timing(batch_size))
+    for line in preds.warnings(len(coco.image_ids)):
+        print(line, file=sys.stderr)
     if preds.skipped:
-        print(f"warning: {len(preds.skipped)} of {len(coco.image_ids)} images could not be "
-              "read; the server will count them as images without detections",
+        print("  the server will count the unreadable images as images without detections",
               file=sys.stderr)
     if not preds.image_ids:
         print(f"error: none of the images could be read from {cfg.test_pre_path}",

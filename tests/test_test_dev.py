@@ -28,7 +28,8 @@ def test_writes_a_zipped_results_file_that_pycocotools_loads(tmp_path):
             "test_size=(128,192)"])
     assert status == 0, err.getvalue()
     # Image 3 of the info file is missing on disk: named, and the run goes on.
-    assert "missing.jpg" in err.getvalue() and "1 of 3 images could not be read" in err.getvalue()
+    assert "missing.jpg" in err.getvalue()
+    assert "1 of 3 images could not be read" in err.getvalue()
 
     name = "detections_test-dev2017_solov2_results.json"
     with zipfile.ZipFile(tmp_path / "submit" / "detections_test-dev2017_solov2_results.zip") as zf:

@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from config import add_config_arguments, load_config
 
@@ -29,6 +29,22 @@ class Predictions:
     skipped: list    # (image id, message) for images that could not be read
     times: StageTimes
     wall: float      # seconds for the whole pass
+    # (image id, size on disk, size in the annotation file) where they differ: masks are
+    # made at the size on disk and can then match nothing (pycocotools gives IoU -1).
+    mismatched: list = field(default_factory=list)
+
+    def warnings(self, total):
+        """Lines about images that were left out or cannot be scored."""
+        lines = []
+        if self.skipped:
+            lines.append(f"warning: {len(self.skipped)} of {total} images could not be read")
+        if self.mismatched:
+            image_id, disk, listed = self.mismatched[0]
+            lines.append(
+                f"warning: {len(self.mismatched)} images differ in size from their entry in "
+                f"the annotation file (e.g. id {image_id}: {disk[0]}x{disk[1]} on disk, "
+                f"{listed[0]}x{listed[1]} listed); their detections cannot match")
+        return lines
 
     def timing(self, batch_size):
         """Text: seconds per image over the pass and the per-stage breakdown."""
@@ -55,8 +71,15 @@ def predict_coco(model, postprocess, style, cfg, coco, image_ids=None, batch_siz
         skipped.append((image_ids[item.index], item.error))
         bar.write(f"skipped image id {image_ids[item.index]}: {item.error}", file=sys.stderr)
 
+    mismatched = []
+
     def encode(item, result):
-        return encode_result(result, image_ids[item.index], coco.cat_ids)
+        image_id = image_ids[item.index]
+        info = coco.image_info(image_id)
+        listed = (info.get("height"), info.get("width"))
+        if tuple(item.ori_hw) != listed:
+            mismatched.append((image_id, tuple(item.ori_hw), listed))
+        return encode_result(result, image_id, coco.cat_ids)
 
     start = time.perf_counter()
     with bar:
@@ -67,7 +90,8 @@ def predict_coco(model, postprocess, style, cfg, coco, image_ids=None, batch_siz
     wall = time.perf_counter() - start
     done = [(i, out) for i, out in zip(image_ids, outputs) if out is not None]
     records = [record for _, out in done for record in out]
-    return Predictions(records, [i for i, _ in done], skipped, times, wall)
+    return Predictions(records, [i for i, _ in done], skipped, times, wall,
+                       sorted(mismatched))
 
 
 def positive_int(text):
@@ -151,13 +175,17 @@ def run_eval(model, postprocess, style, cfg, coco, results_path, batch_size=1, w
     info = dict(meta or {}, ann_file=coco.ann_file, image_dir=coco.image_dir,
                 image_ids=preds.image_ids,
                 skipped=[{"image_id": i, "error": e} for i, e in preds.skipped],
+                size_mismatch=[{"image_id": i, "on_disk": d, "listed": a}
+                               for i, d, a in preds.mismatched],
                 seconds_per_image=preds.wall / max(len(preds.image_ids), 1))
     # Written before evaluating, so --from-json works even if evaluation is interrupted.
     write_json(info_path(results_path), info)
     log(f"results: {results_path} ({len(preds.records)} detections)")
+    for line in preds.warnings(len(image_ids)):
+        log(line)
     if preds.skipped:
-        log(f"warning: {len(preds.skipped)} of {len(image_ids)} images could not be read; "
-            f"they are left out of the evaluation (listed in {info_path(results_path)})")
+        log(f"  the unreadable images are left out of the evaluation (listed in "
+            f"{info_path(results_path)})")
     if not preds.image_ids:
         raise FileNotFoundError(f"none of the {len(image_ids)} images could be read from "
                                 f"{coco.image_dir}; check val_pre_path")

@@ -27,7 +27,7 @@ def brightness_postprocess(outputs, crop_hws, ori_hws):
     in one grey level), a mask over the top-left quarter of the original image."""
     results = []
     for image, (h, w) in zip(outputs.numpy(), ori_hws):
-        level = int(round(float(image[0, :8, :8].mean() * 58.395 + 123.675)))
+        level = round(float(image[0, :8, :8].mean() * 58.395 + 123.675))
         mask = np.zeros((1, h, w), bool)
         mask[0, :h // 2, :w // 2] = True
         results.append({"masks": mask, "labels": np.array([level // 50], np.int64),
@@ -71,3 +71,14 @@ def test_detections_reach_their_own_image(grey_set, batch_size, capsys):
     err = capsys.readouterr().err
     assert "6/6" in err and "skipped image id 30" in err  # the bar counts skipped images
     assert preds.times.counts["forward"] == 5
+    assert preds.mismatched == []
+
+
+def test_images_whose_size_differs_from_the_annotations_are_reported(grey_set):
+    coco, _ = grey_set
+    coco.coco.imgs[7]["height"] = 60   # the file is 40 x 60
+    coco.coco.imgs[7]["width"] = 40
+    cfg = load_config(2, ["test_size=(32,48)"])
+    preds = predict_coco(Identity(), brightness_postprocess, "mmcv", cfg, coco)
+    assert preds.mismatched == [(7, (40, 60), (60, 40))]
+    assert "id 7: 40x60 on disk, 60x40 listed" in preds.warnings(6)[1]
