@@ -12,7 +12,13 @@ import time
 from config import add_config_arguments, config_table, load_config
 from tools.checkpoint_io import WeightFileError
 from tools.convert import ConversionError
-from tools.predictor import StageTimes, load_class_names, load_predictor, predict_stream
+from tools.predictor import (
+    StageTimes,
+    load_class_names,
+    load_predictor,
+    predict_stream,
+    progress_bar,
+)
 from tools.preprocess import list_images
 from tools.visualize import draw_instances, save_image
 
@@ -65,8 +71,11 @@ def main(argv=None):
 
     times = StageTimes()
     start = time.perf_counter()
-    outputs = predict_stream(predictor, paths, consumer=draw_and_save, times=times,
-                             **stream)
+    with progress_bar(len(paths), "demo") as bar:
+        outputs = predict_stream(
+            predictor, paths, consumer=draw_and_save, times=times, progress=bar.update,
+            on_error=lambda item: bar.write(f"skipped: {item.error}", file=sys.stderr),
+            **stream)
     wall = time.perf_counter() - start
     done = [out for out in outputs if out is not None]
     for path, count in done:
@@ -76,10 +85,7 @@ def main(argv=None):
         return 1
     print(f"\n{len(done)} images in {wall:.2f} s: {len(done) / wall:.2f} FPS including "
           f"reading, preprocessing, post-processing and drawing (batch size {batch_size})")
-    print("per-stage time, ms per image (stages overlap in threads):")
-    for stage, ms in times.rows():
-        print(f"  {stage:<12} {ms:8.1f}")
-    print(f"  {'wall':<12} {1000 * wall / len(done):8.1f}")
+    print(times.report(wall, len(done)))
     return 0
 
 

@@ -39,6 +39,23 @@ class StageTimes:
         return [(stage, 1000.0 * self.seconds[stage] / max(self.counts[stage], 1))
                 for stage in self.seconds]
 
+    def report(self, wall, count):
+        """Lines giving ms per image of every stage and of the wall clock over ``count``
+        images."""
+        lines = ["per-stage time, ms per image (stages overlap in threads):"]
+        lines += [f"  {stage:<12} {ms:8.1f}" for stage, ms in self.rows()]
+        lines.append(f"  {'wall':<12} {1000 * wall / max(count, 1):8.1f}")
+        return "\n".join(lines)
+
+
+def progress_bar(total, desc):
+    """A tqdm bar with an ETA on stderr, for predict_stream's ``progress`` callback. Write
+    messages while it runs with ``bar.write(text, file=sys.stderr)`` to keep it intact."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, mininterval=1.0,
+                dynamic_ncols=True)
+
 
 @dataclass
 class Item:

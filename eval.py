@@ -1,0 +1,77 @@
+"""COCO mask AP and box AP of SOLOv2 weights on a COCO-style validation set.
+
+    python eval.py --config=2                  # eval_cfg.model_path on val_path / val_pre_path
+    python eval.py --config=0 --per-class eval_cfg.batch_size=4 --limit 500
+    python eval.py --config=2 --from-json eval_results/<weights>/instances_val2017_results.json
+
+Predictions are saved as a COCO results json (default under eval_cfg.output_dir), so AP can
+be computed again with --from-json without predicting.
+"""
+
+import argparse
+import sys
+
+from config import config_table
+from tools.checkpoint_io import WeightFileError
+from tools.coco import AnnotationError, CocoSet
+from tools.coco_results import ResultsFileError
+from tools.convert import ConversionError
+from tools.evaluation import (
+    add_eval_arguments,
+    default_results_path,
+    eval_saved,
+    load_eval_config,
+    load_set_and_model,
+    positive_int,
+    run_eval,
+)
+
+# Problems with the user's files or settings: a message, no traceback, exit status 1.
+USER_ERRORS = (AnnotationError, ResultsFileError, WeightFileError, ConversionError,
+               FileNotFoundError)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_eval_arguments(parser)
+    parser.add_argument("--from-json", metavar="RESULTS",
+                        help="evaluate a saved results json instead of predicting")
+    parser.add_argument("--output", metavar="RESULTS",
+                        help="where to save the results json (default: "
+                             "<eval_cfg.output_dir>/<weights>/<annotations>_results.json)")
+    parser.add_argument("--per-class", action="store_true", help="also print AP per class")
+    parser.add_argument("--limit", type=positive_int, help="evaluate only the first N images")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        cfg = load_eval_config(args)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(config_table(cfg))
+    try:
+        if args.from_json:
+            eval_saved(CocoSet(cfg.val_path, cfg.val_pre_path), args.from_json, args.per_class)
+            return 0
+        coco, predictor, style = load_set_and_model(cfg, args.config, cfg.val_path,
+                                                    cfg.val_pre_path)
+        model_path = cfg.eval_cfg.model_path
+        batch_size = cfg.eval_cfg.batch_size
+        print(f"{len(coco.image_ids)} images in {cfg.val_path}; weights {model_path}; "
+              f"preprocessing style {style!r}; batch size {batch_size}")
+        run_eval(predictor, style, cfg, coco,
+                 args.output or default_results_path(cfg, model_path, cfg.val_path),
+                 batch_size, args.workers, args.limit, args.per_class,
+                 meta={"model_path": model_path, "config": cfg.name, "preprocess": style})
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""Predict COCO test-dev and write the results file COCO's evaluation server takes.
+
+    python test_dev.py --config=2      # eval_cfg.model_path on test_path / test_pre_path
+
+Writes detections_test-dev2017_solov2_results.json (instance masks as RLE) and the same
+file zipped, ready to upload, under <eval_cfg.output_dir>/<weights>/ (or --output).
+"""
+
+import argparse
+import sys
+
+from config import config_table
+from tools.checkpoint_io import WeightFileError
+from tools.coco import AnnotationError
+from tools.coco_results import write_submission
+from tools.convert import ConversionError
+from tools.evaluation import (
+    add_eval_arguments,
+    load_eval_config,
+    load_set_and_model,
+    output_folder,
+    predict_coco,
+)
+
+USER_ERRORS = (AnnotationError, WeightFileError, ConversionError, FileNotFoundError)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_eval_arguments(parser)
+    parser.add_argument("--output", metavar="FOLDER",
+                        help="folder for the results (default <eval_cfg.output_dir>/<weights>)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        cfg = load_eval_config(args)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(config_table(cfg))
+    try:
+        coco, predictor, style = load_set_and_model(cfg, args.config, cfg.test_path,
+                                                    cfg.test_pre_path)
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    model_path = cfg.eval_cfg.model_path
+    folder = args.output or output_folder(cfg, model_path)
+    batch_size = cfg.eval_cfg.batch_size
+    print(f"{len(coco.image_ids)} images in {cfg.test_path}; weights {model_path}; "
+          f"preprocessing style {style!r}; batch size {batch_size}")
+    preds = predict_coco(predictor, style, cfg, coco, batch_size=batch_size,
+                         workers=args.workers, desc="test-dev")
+    print(preds.timing(batch_size))
+    for line in preds.warnings(len(coco.image_ids)):
+        print(line, file=sys.stderr)
+    if preds.skipped:
+        print("  the server will count the unreadable images as images without detections",
+              file=sys.stderr)
+    if not preds.image_ids:
+        print(f"error: none of the images could be read from {cfg.test_pre_path}",
+              file=sys.stderr)
+        return 1
+    if not preds.records:
+        print("warning: no detections at all; the file holds an empty list", file=sys.stderr)
+    json_path, zip_path = write_submission(preds.records, folder)
+    print(f"{len(preds.records)} detections on {len(preds.image_ids)} images -> {json_path}")
+    print(f"upload {zip_path} to COCO's test-dev evaluation server")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

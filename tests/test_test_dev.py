@@ -1,0 +1,47 @@
+"""test_dev.py end to end on an image-info file (images and categories, no annotations, as
+COCO's image_info_test-dev2017.json), with a converted stand-in checkpoint."""
+
+import contextlib
+import importlib
+import io
+import json
+import zipfile
+
+from tests.fixtures.coco_data import voc_dataset
+from tests.fixtures.converted import converted_checkpoint
+from tools.coco import CocoSet
+
+test_dev = importlib.import_module("test_dev")
+
+
+def test_writes_a_zipped_results_file_that_pycocotools_loads(tmp_path):
+    _, image_dir, data = voc_dataset(str(tmp_path), copies=1, extras=True)
+    info_file = tmp_path / "image_info_test.json"
+    info_file.write_text(json.dumps({"images": data["images"],
+                                     "categories": data["categories"]}))
+    weights = converted_checkpoint(str(tmp_path / "converted.pdparams"), 2, num_classes=4)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = test_dev.main([
+            "--config=2", "--output", str(tmp_path / "submit"), f"test_path={info_file}",
+            f"test_pre_path={image_dir}", "num_classes=4", f"eval_cfg.model_path={weights}",
+            "test_size=(128,192)"])
+    assert status == 0, err.getvalue()
+    # Image 3 of the info file is missing on disk: named, and the run goes on.
+    assert "missing.jpg" in err.getvalue()
+    assert "1 of 3 images could not be read" in err.getvalue()
+
+    name = "detections_test-dev2017_solov2_results.json"
+    with zipfile.ZipFile(tmp_path / "submit" / "detections_test-dev2017_solov2_results.zip") as zf:
+        assert zf.namelist() == [name]
+        records = json.loads(zf.read(name))
+    assert records == json.loads((tmp_path / "submit" / name).read_text())
+    assert records and {r["image_id"] for r in records} <= {1, 2}
+    assert all(set(r) == {"image_id", "category_id", "segmentation", "score"} for r in records)
+
+    coco = CocoSet(str(info_file), image_dir)
+    with contextlib.redirect_stdout(io.StringIO()):
+        loaded = coco.coco.loadRes(str(tmp_path / "submit" / name))
+    assert len(loaded.anns) == len(records)
+    assert {a["category_id"] for a in loaded.anns.values()} <= set(coco.cat_ids)
+    assert f"upload {tmp_path / 'submit'}" in out.getvalue()

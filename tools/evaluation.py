@@ -1,0 +1,215 @@
+"""A model's pass over a COCO-style set, and the evaluation built on it.
+
+eval.py and test_dev.py (and training's periodic evaluation) run the one prediction loop,
+tools.predictor.predict_stream: worker threads read and preprocess, the calling thread runs
+the network and post-processing, worker threads encode masks as COCO RLE. A progress bar
+with an ETA runs on stderr. Images that cannot be read are reported and left out, and the
+evaluation covers the images that were predicted.
+"""
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+from config import add_config_arguments, load_config
+
+from .checkpoint_io import WeightFileError
+from .coco import CocoSet
+from .coco_eval import STAT_NAMES, evaluate, per_class_table
+from .coco_results import encode_result, info_path, read_info, read_results, write_json
+from .predictor import StageTimes, load_predictor, predict_stream, progress_bar
+
+
+@dataclass
+class Predictions:
+    records: list    # COCO result records of every predicted image
+    image_ids: list  # images that were read and predicted, ascending
+    skipped: list    # (image id, message) for images that could not be read
+    times: StageTimes
+    wall: float      # seconds for the whole pass
+    # (image id, size on disk, size in the annotation file) where they differ: masks are
+    # made at the size on disk and can then match nothing (pycocotools gives IoU -1).
+    mismatched: list = field(default_factory=list)
+
+    def warnings(self, total):
+        """Lines about images that were left out or cannot be scored."""
+        lines = []
+        if self.skipped:
+            lines.append(f"warning: {len(self.skipped)} of {total} images could not be read")
+        if self.mismatched:
+            image_id, disk, listed = self.mismatched[0]
+            lines.append(
+                f"warning: {len(self.mismatched)} images differ in size from their entry in "
+                f"the annotation file (e.g. id {image_id}: {disk[0]}x{disk[1]} on disk, "
+                f"{listed[0]}x{listed[1]} listed); their detections cannot match")
+        return lines
+
+    def timing(self, batch_size):
+        """Text: seconds per image over the pass and the per-stage breakdown."""
+        count = len(self.image_ids)
+        per_image = self.wall / max(count, 1)
+        return (f"{count} images in {self.wall:.1f} s: {per_image:.2f} s per image including "
+                f"reading, preprocessing, post-processing and encoding (batch size "
+                f"{batch_size})\n{self.times.report(self.wall, count)}")
+
+
+def predict_coco(predictor, style, cfg, coco, image_ids=None, batch_size=1, workers=2,
+                 desc="predict"):
+    """Predict ``image_ids`` (default all) of a tools.coco.CocoSet with ``predictor`` (see
+    tools.predictor); returns Predictions.
+
+    Labels become the set's category ids (``coco.cat_ids``); test-time sizes and
+    thresholds come from ``cfg`` (test_size, pixel_mean/std, test_cfg).
+    """
+    image_ids = list(coco.image_ids if image_ids is None else image_ids)
+    paths = [coco.image_path(i) for i in image_ids]
+    skipped, times = [], StageTimes()
+    bar = progress_bar(len(paths), desc)
+
+    def on_error(item):
+        skipped.append((image_ids[item.index], item.error))
+        bar.write(f"skipped image id {image_ids[item.index]}: {item.error}", file=sys.stderr)
+
+    mismatched = []
+
+    def encode(item, result):
+        image_id = image_ids[item.index]
+        info = coco.image_info(image_id)
+        listed = (info.get("height"), info.get("width"))
+        if tuple(item.ori_hw) != listed:
+            mismatched.append((image_id, tuple(item.ori_hw), listed))
+        return encode_result(result, image_id, coco.cat_ids)
+
+    start = time.perf_counter()
+    with bar:
+        outputs = predict_stream(predictor, paths, cfg.test_size, cfg.pixel_mean,
+                                 cfg.pixel_std, style, batch_size=batch_size,
+                                 num_workers=workers, consumer=encode, times=times,
+                                 on_error=on_error, progress=bar.update)
+    wall = time.perf_counter() - start
+    done = [(i, out) for i, out in zip(image_ids, outputs) if out is not None]
+    records = [record for _, out in done for record in out]
+    return Predictions(records, [i for i, _ in done], skipped, times, wall,
+                       sorted(mismatched))
+
+
+def positive_int(text):
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def add_eval_arguments(parser):
+    """The arguments eval.py and test_dev.py share: --config, key=value, --workers."""
+    add_config_arguments(parser)
+    parser.add_argument("--workers", type=positive_int, default=2,
+                        help="reader and encoder threads each")
+    return parser
+
+
+def load_eval_config(args):
+    """The config of ``args``; ValueError for an unknown field or an unusable value."""
+    cfg = load_config(args.config, args.overrides)
+    if cfg.eval_cfg.batch_size < 1:
+        raise ValueError(f"eval_cfg.batch_size={cfg.eval_cfg.batch_size}; it must be >= 1")
+    return cfg
+
+
+def load_set_and_model(cfg, config_number, ann_file, image_dir):
+    """(CocoSet, predictor, preprocessing style) for eval.py and test_dev.py,
+    from ``eval_cfg.model_path``. Raises AnnotationError / WeightFileError /
+    ConversionError with a message for the user."""
+    coco = CocoSet(ann_file, image_dir)
+    coco.check_classes(cfg.num_classes)
+    if not cfg.eval_cfg.model_path:
+        raise WeightFileError("no weights given: set eval_cfg.model_path=PATH")
+    predictor, style = load_predictor(cfg, cfg.eval_cfg.model_path, config_number)
+    return coco, predictor, style
+
+
+def output_folder(cfg, model_path):
+    """<eval_cfg.output_dir>/<weight file name>: results of different weights apart."""
+    model = os.path.splitext(os.path.basename(model_path))[0]
+    return os.path.join(cfg.eval_cfg.output_dir, model)
+
+
+def default_results_path(cfg, model_path, ann_file):
+    """<output_folder>/<annotation file name>_results.json"""
+    ann = os.path.splitext(os.path.basename(ann_file))[0]
+    return os.path.join(output_folder(cfg, model_path), f"{ann}_results.json")
+
+
+def report(coco, records, image_ids, per_class=False, log=print):
+    """Evaluate and print mask AP and box AP (and per-class AP); returns evaluate()'s dict."""
+    results = evaluate(coco.coco, records, image_ids, log=log)
+    if per_class:
+        log("\nper-class AP at IoU 0.50:0.95:")
+        log(per_class_table(results, coco.class_names))
+    if not records:
+        log("\nwarning: there are no detections at all, so every AP is 0")
+    log(f"\nmask AP {results['segm']['stats'][0]:.3f}, box AP {results['bbox']['stats'][0]:.3f}"
+        f" on {len(image_ids)} images of {coco.ann_file}")
+    return results
+
+
+def summary(results):
+    return {t: dict(zip(STAT_NAMES, r["stats"])) for t, r in results.items()}
+
+
+def run_eval(predictor, style, cfg, coco, results_path, batch_size=1, workers=2,
+             limit=None, per_class=False, meta=None, log=print):
+    """Predict the set, save the records at ``results_path`` (plus a summary next to it,
+    see tools.coco_results.info_path), evaluate, and return evaluate()'s dict.
+
+    limit: only the first ``limit`` images (ascending id). meta: extra fields for the
+    summary (weights, config).
+    """
+    image_ids = coco.image_ids[:limit] if limit else coco.image_ids
+    preds = predict_coco(predictor, style, cfg, coco, image_ids, batch_size, workers,
+                         desc="eval")
+    log(preds.timing(batch_size))
+    write_json(results_path, preds.records)
+    info = dict(meta or {}, ann_file=coco.ann_file, image_dir=coco.image_dir,
+                image_ids=preds.image_ids,
+                skipped=[{"image_id": i, "error": e} for i, e in preds.skipped],
+                size_mismatch=[{"image_id": i, "on_disk": d, "listed": a}
+                               for i, d, a in preds.mismatched],
+                seconds_per_image=preds.wall / max(len(preds.image_ids), 1))
+    # Written before evaluating, so --from-json works even if evaluation is interrupted.
+    write_json(info_path(results_path), info)
+    log(f"results: {results_path} ({len(preds.records)} detections)")
+    for line in preds.warnings(len(image_ids)):
+        log(line)
+    if preds.skipped:
+        log(f"  the unreadable images are left out of the evaluation (listed in "
+            f"{info_path(results_path)})")
+    if not preds.image_ids:
+        raise FileNotFoundError(f"none of the {len(image_ids)} images could be read from "
+                                f"{coco.image_dir}; check val_pre_path")
+    results = report(coco, preds.records, preds.image_ids, per_class, log)
+    write_json(info_path(results_path), dict(info, ap=summary(results)))
+    return results
+
+
+def eval_saved(coco, results_path, per_class=False, log=print):
+    """Evaluate a results json again without predicting. The images evaluated are those
+    recorded next to it by run_eval, else every image of the annotation file."""
+    records = read_results(results_path)
+    info = read_info(results_path)
+    image_ids = info.get("image_ids")
+    if image_ids is None:
+        log(f"{info_path(results_path)} not found: evaluating on every image of "
+            f"{coco.ann_file}")
+        image_ids = coco.image_ids
+    elif info.get("ann_file") and os.path.abspath(info["ann_file"]) != os.path.abspath(
+            coco.ann_file):
+        log(f"note: {results_path} was made with {info['ann_file']}, evaluating against "
+            f"{coco.ann_file}")
+    if not image_ids:
+        raise FileNotFoundError(f"{info_path(results_path)} lists no evaluated images")
+    log(f"{len(records)} detections on {len(image_ids)} images from {results_path}")
+    return report(coco, records, image_ids, per_class, log)
