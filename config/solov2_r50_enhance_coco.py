@@ -39,6 +39,7 @@ class SOLOv2_R50_Enhance_COCO(SOLOv2Config):
             lr_milestones=(24 * 7330, 33 * 7330),
             grad_clip=None,
             backbone_lr_mult=(0.05, 0.05, 0.1, 0.15),
+            backbone_norm_decay=False,
             ema=True,
         )
         self.test_cfg.model_path = "dygraph_solov2_r50_enhance_coco.pdparams"
