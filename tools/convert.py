@@ -276,8 +276,12 @@ def load_initial_weights(model, path, cfg, log=print):
                        if k in shapes and tuple(arrays[k].shape) != shapes[k])
     if unknown or misshaped:
         raise ConversionError(unexpected=unknown, misshaped=misshaped)
-    model.set_state_dict({k: v.astype(np.float32) if v.dtype.kind == "f" else v
-                          for k, v in arrays.items()})
+    # The complete state (current values where the file has none), so Paddle does not warn
+    # about every tensor the file leaves out.
+    update = dict(state)
+    update.update({k: v.astype(np.float32) if v.dtype.kind == "f" else v
+                   for k, v in arrays.items()})
+    model.set_state_dict(update)
     untouched = sorted({k.split(".")[0] for k in shapes if k not in arrays})
     filled = len(arrays)
     summary = (f"initial weights {path}: {filled}/{len(shapes)} tensors loaded"

@@ -40,8 +40,10 @@ def build_train_loader(cfg, dataset, num_workers=None):
                          "train_cfg.batch_size")
     workers = cfg.train_cfg.num_workers if num_workers is None else num_workers
     collate = TargetCollator(cfg.num_grids, cfg.scale_ranges, cfg.sigma)
+    # Persistent workers: a small dataset would otherwise restart them every epoch.
     loader = paddle.io.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
-                                  num_workers=workers, return_list=True)
+                                  num_workers=workers, return_list=True,
+                                  persistent_workers=workers > 0)
     return loader, sampler
 
 
