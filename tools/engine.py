@@ -137,7 +137,7 @@ class Trainer:
         self.evaluate = evaluate if self.main else None
         self.meta = dict(meta or {})
         self.scaler = paddle.amp.GradScaler(init_loss_scaling=2.0 ** 15) if amp else None
-        self.best_ap = -1.0
+        self.best_ap = -math.inf  # the first evaluation always gives a best model
         self.last_checkpoint = None
 
     def step(self, images, targets, lr):
@@ -186,6 +186,12 @@ class Trainer:
 
     def train(self, loader, sampler, start_iter=0):
         """Train from ``start_iter`` to train_cfg.max_iters. Returns the final model path."""
+        try:
+            return self._train(loader, sampler, start_iter)
+        finally:
+            self.log.close()
+
+    def _train(self, loader, sampler, start_iter):
         train = self.train_cfg
         images_per_iter = train.batch_size * self.world_size
         epoch = start_iter // max(len(loader), 1)
@@ -235,7 +241,6 @@ class Trainer:
         if self.main:
             save_model(final, self.model, self.ema, dict(self.meta, iteration=train.max_iters))
             self.log(f"final weights: {final}")
-        self.log.close()
         return final
 
 
