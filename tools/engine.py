@@ -184,6 +184,20 @@ class Trainer:
             self.log(f"best mask AP so far: saved {path}")
         set_train_mode(self.model, self.cfg.backbone_frozen_stages, self.cfg.backbone_norm)
 
+    def check_replicas(self):
+        """Log whether every process ended with the same weights (DataParallel averages
+        gradients, so they must)."""
+        import paddle.distributed as dist
+
+        checksum = paddle.to_tensor([float(sum(p.astype("float64").sum()
+                                               for p in self.model.parameters()))])
+        gathered = []
+        dist.all_gather(gathered, checksum)
+        values = [float(g.numpy().ravel()[0]) for g in gathered]
+        same = all(abs(v - values[0]) <= 1e-6 * max(abs(values[0]), 1.0) for v in values)
+        self.log(f"weights identical on all {self.world_size} processes: "
+                 f"{'yes' if same else 'NO'} (checksums {values})")
+
     def train(self, loader, sampler, start_iter=0):
         """Train from ``start_iter`` to train_cfg.max_iters. Returns the final model path."""
         try:
@@ -237,6 +251,8 @@ class Trainer:
                     and (finished % train.eval_iter == 0 or finished == train.max_iters)):
                 self.run_evaluation(finished)
                 tick = time.perf_counter()
+        if self.world_size > 1:
+            self.check_replicas()
         final = os.path.join(self.output_dir, "model_final.pdparams")
         if self.main:
             save_model(final, self.model, self.ema, dict(self.meta, iteration=train.max_iters))

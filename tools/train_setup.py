@@ -59,13 +59,22 @@ def build_training(cfg, world_size=1, log=print):
     else:
         log("train_cfg.model_path is None: every weight starts from its initialiser")
     freeze_backbone(model, cfg.backbone_frozen_stages, cfg.backbone_norm)
-    if world_size > 1 and cfg.backbone_norm == "train":
-        # Batch statistics over all GPUs (PD2: norm_type sync_bn); one GPU keeps plain BN.
+    if use_sync_bn(cfg, world_size, paddle.device.get_device().startswith("gpu")):
         model.backbone = paddle.nn.SyncBatchNorm.convert_sync_batchnorm(model.backbone)
+    elif world_size > 1 and cfg.backbone_norm == "train":
+        log("warning: Paddle has no CPU kernel for SyncBatchNorm; each process normalises "
+            "its backbone with its own batch statistics")
     base_lr = scaled_lr(train, train.batch_size * world_size)
     optimizer = build_optimizer(model, train, base_lr)
     ema = ModelEMA(model, train.ema_decay) if train.ema else None
     return model, optimizer, ema, base_lr
+
+
+def use_sync_bn(cfg, world_size, on_gpu):
+    """Batch statistics shared by all GPUs when the backbone trains its BatchNorm (PD2:
+    norm_type sync_bn); one process keeps plain BatchNorm. Paddle implements SyncBatchNorm
+    for GPUs only."""
+    return world_size > 1 and cfg.backbone_norm == "train" and on_gpu
 
 
 def build_evaluation(cfg):
