@@ -33,7 +33,7 @@ def parse_args(argv=None):
                         help="continue from the newest checkpoint in the output folder")
     parser.add_argument("--amp", action="store_true",
                         help="automatic mixed precision (needs a CUDA GPU)")
-    parser.add_argument("--seed", type=int, default=0, help="weights and data order seed")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the augmentation")
     return parser.parse_args(argv)
 
 

@@ -135,12 +135,16 @@ class CocoTrainSet:
         return len(self.records)
 
     def rng(self):
-        """A random stream private to this process (loader workers are forked copies)."""
+        """A random stream private to this process: loader workers are forked copies of the
+        dataset, so each derives its own stream from (seed, worker id) on first use."""
+        import paddle
+
         with self._lock:
             if self._rng_pid != os.getpid():
-                entropy = np.random.SeedSequence().entropy
-                self._rng = np.random.RandomState(
-                    np.random.SeedSequence([self.seed, os.getpid(), entropy]).generate_state(1))
+                worker = paddle.io.get_worker_info()
+                stream = 0 if worker is None else worker.id + 1
+                state = np.random.SeedSequence([self.seed, stream]).generate_state(1)
+                self._rng = np.random.RandomState(state)
                 self._rng_pid = os.getpid()
             return self._rng
 
