@@ -12,6 +12,7 @@ model_final.pdparams and classes.txt; the two model files load in demo.py and ev
 """
 
 import argparse
+import math
 import os
 import sys
 
@@ -57,6 +58,8 @@ def check_classes(cfg, dataset, output_dir, log):
 
 
 def start_iteration(args, cfg, output_dir, model, optimizer, ema, log):
+    """(first iteration, best mask AP so far): (0, -inf) for a new run, else what the
+    newest checkpoint recorded."""
     folder = checkpoint_dir(output_dir)
     if not args.resume:
         existing = list_checkpoints(folder)
@@ -64,15 +67,15 @@ def start_iteration(args, cfg, output_dir, model, optimizer, ema, log):
             raise UserError(f"{folder} already holds checkpoints up to iteration "
                             f"{existing[-1][0]}; pass --resume to continue that run, or set "
                             "train_cfg.output_dir to a new folder")
-        return 0
+        return 0, -math.inf
     found = load_latest(folder, log=log)
     if found is None:
         log(f"--resume: no checkpoint in {folder}; starting at iteration 0")
-        return 0
+        return 0, -math.inf
     _, arrays, meta, path = found
     iteration = restore(arrays, meta, model, optimizer, ema)
     log(f"resumed from {path} at iteration {iteration}")
-    return iteration
+    return iteration, float(meta.get("best_ap", "-inf"))
 
 
 def main(argv=None):
@@ -100,7 +103,7 @@ def main(argv=None):
         check_classes(cfg, dataset, output_dir, log)
         loader, sampler = build_train_loader(cfg, dataset)
         model, optimizer, ema, base_lr = build_training(cfg, world, log=log)
-        start = start_iteration(args, cfg, output_dir, model, optimizer, ema, log)
+        start, best_ap = start_iteration(args, cfg, output_dir, model, optimizer, ema, log)
         evaluate = None
         if rank == 0 and cfg.train_cfg.eval_iter and cfg.val_path:
             from tools.train_eval import evaluate_segm
@@ -117,6 +120,7 @@ def main(argv=None):
             "classes": os.path.join(output_dir, "classes.txt")}
     trainer = Trainer(cfg, model, net, optimizer, ema, base_lr, output_dir, rank, world,
                       amp=args.amp, evaluate=evaluate, meta=meta)
+    trainer.best_ap = best_ap
     try:
         trainer.train(loader, sampler, start)
     except NonFiniteLoss:

@@ -165,7 +165,7 @@ class Trainer:
             self.last_checkpoint = save_checkpoint(
                 checkpoint_dir(self.output_dir), iteration, self.model, self.optimizer,
                 self.ema, keep=self.train_cfg.keep_checkpoints,
-                meta=dict(self.meta, base_lr=self.base_lr))
+                meta=dict(self.meta, base_lr=self.base_lr, best_ap=self.best_ap))
             self.log(f"checkpoint: {self.last_checkpoint}")
 
     def run_evaluation(self, iteration):

@@ -53,6 +53,9 @@ def test_runs_logs_saves_and_reshuffles(tmp_path):
     assert sampler.epochs == [0, 1]  # 4 iterations over 3 batches: a second epoch began
     assert os.path.exists(final)
     assert [i for i, _ in list_checkpoints(str(tmp_path / "checkpoints"))] == [2, 4]
+    # The best AP so far travels with the checkpoint, so a resumed run does not replace
+    # best_model.pdparams with a worse one.
+    assert load_latest(str(tmp_path / "checkpoints"))[2]["best_ap"] == "-inf"
     iters, losses = loss_curve(str(tmp_path / "train.log"))
     assert iters.tolist() == [1, 2, 3, 4] and np.isfinite(losses).all()
     text = (tmp_path / "train.log").read_text()
