@@ -13,12 +13,14 @@ from .solov2_light_448_r50_fpn_8gpu_3x import SOLOv2_Light_448_R50_FPN_8GPU_3x
 from .solov2_light_r50_vd_fpn_dcn_512_3x import SOLOv2_Light_R50_VD_FPN_DCN_512_3x
 from .solov2_r50_enhance_coco import SOLOv2_R50_Enhance_COCO
 from .solov2_r50_fpn_8gpu_3x import SOLOv2_R50_FPN_8GPU_3x
+from .solov2_shapes_tour import SOLOv2_Shapes_Tour
 
 CONFIGS = {
     0: SOLOv2_R50_FPN_8GPU_3x,
     1: SOLOv2_Light_448_R50_FPN_8GPU_3x,
     2: SOLOv2_Light_R50_VD_FPN_DCN_512_3x,
     3: SOLOv2_R50_Enhance_COCO,
+    4: SOLOv2_Shapes_Tour,  # CPU quick tour on synthetic data; template for custom data
 }
 DEFAULT_CONFIG = 2
 

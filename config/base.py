@@ -136,6 +136,9 @@ class SOLOv2Config:
             grad_clip=35.0,
             # Backbone LR multipliers per residual stage (res2..res5), PaddleDetection style.
             backbone_lr_mult=(1.0, 1.0, 1.0, 1.0),
+            # L2 on the backbone BatchNorm scale/shift: mmdet's SGD decays every parameter
+            # [SOLO]; PaddleDetection's ResNet sets norm_decay=0 [PD0.5, PD2].
+            backbone_norm_decay=True,
             # Exponential moving average of the weights [PD0.5: use_ema, ema_decay].
             ema=False,
             ema_decay=0.9998,

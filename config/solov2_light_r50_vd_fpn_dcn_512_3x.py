@@ -42,6 +42,7 @@ class SOLOv2_Light_R50_VD_FPN_DCN_512_3x(SOLOv2Config):
             # The static PaddleDetection trainer applied no gradient clipping.
             grad_clip=None,
             backbone_lr_mult=(0.05, 0.05, 0.1, 0.15),
+            backbone_norm_decay=False,
             ema=True,
         )
         self.test_cfg.model_path = "dygraph_solov2_light_r50_vd_fpn_dcn_512_3x.pdparams"

@@ -254,3 +254,60 @@ def load_weights(model, path, cfg, config_number=None):
     out = convert_state(arrays, [(k, k) for k in shapes], shapes)
     model.set_state_dict(out)
     return meta
+
+
+def load_initial_weights(model, path, cfg, log=print):
+    """Initial weights for training; unlike :func:`load_weights` a file may fill part of the
+    model. Returns a one-line summary.
+
+    Accepted: an ImageNet backbone (the ssld folder/.tar, or its converted .pdparams), a
+    full model in our layout or any published layout. A full model trained for another
+    number of classes loads everything except the category output ``head.solo_cate``, which
+    keeps its fresh initialisation (fine-tuning). Every tensor the file provides must
+    otherwise fit the model exactly; the parts it does not provide keep their
+    initialisation, and the summary says which.
+    """
+    if not os.path.exists(path):
+        raise WeightFileError(f"initial weights not found: {path}\n"
+                              + _initial_weights_hint(cfg))
+    arrays, _, container = load_any(path)
+    kind = source_kind(arrays, container)
+    if kind != "ours":
+        arrays, _ = convert_arrays(cfg, arrays, kind)  # raises on an unknown layout
+    state = model.state_dict()
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    notes = []
+    cate = [k for k in ("head.solo_cate.weight", "head.solo_cate.bias") if k in arrays]
+    if cate and tuple(arrays[cate[0]].shape) != shapes[cate[0]]:
+        notes.append(f"the file predicts {arrays[cate[0]].shape[0]} classes, the config "
+                     f"{cfg.num_classes}: head.solo_cate re-initialised")
+        for k in cate:
+            del arrays[k]
+    unknown = sorted(k for k in arrays if k not in shapes)
+    misshaped = sorted(f"{k} {list(arrays[k].shape)} vs {list(shapes[k])}" for k in arrays
+                       if k in shapes and tuple(arrays[k].shape) != shapes[k])
+    if unknown or misshaped:
+        raise ConversionError(unexpected=unknown, misshaped=misshaped)
+    # The complete state (current values where the file has none), so Paddle does not warn
+    # about every tensor the file leaves out.
+    update = dict(state)
+    update.update({k: v.astype(np.float32) if v.dtype.kind == "f" else v
+                   for k, v in arrays.items()})
+    model.set_state_dict(update)
+    untouched = sorted({k.split(".")[0] for k in shapes if k not in arrays})
+    filled = len(arrays)
+    summary = (f"initial weights {path}: {filled}/{len(shapes)} tensors loaded"
+               + (f"; fresh initialisation kept in: {', '.join(untouched)}" if untouched else "")
+               + (f"; {'; '.join(notes)}" if notes else ""))
+    log(summary)
+    return summary
+
+
+def _initial_weights_hint(cfg):
+    if cfg.backbone_variant == "d":
+        src = SSLD_SOURCE
+        return (f"For the ImageNet backbone: wget {src['url']} && python {src['converter']}"
+                f"  (writes {src['output']}); or set train_cfg.model_path=None to start from "
+                "random weights.")
+    return ("Set train_cfg.model_path to a converted backbone or model, or to None to start "
+            "from random weights.")

@@ -1,0 +1,78 @@
+import json
+
+import numpy as np
+import pytest
+
+from tests.fixtures.coco_data import voc_dataset, voc_photo
+from tools.coco import AnnotationError
+from tools.train_data import CocoTrainSet
+
+
+@pytest.fixture(scope="module")
+def voc(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("voc")
+    return voc_dataset(str(folder), copies=2, use_polygons=(0, 1), crowd=(2,), extras=True)
+
+
+def test_awkward_annotations_are_counted_not_fatal(voc):
+    ann, image_dir, _ = voc
+    data = CocoTrainSet(ann, image_dir)
+    assert len(data) == 2  # the two photos; the blank and the missing image are skipped
+    assert data.skipped == {"crowd": 2, "degenerate": 2, "outside": 1, "empty_image": 1,
+                            "missing_file": 1}
+    summary = data.summary()
+    assert "2 crowd annotations" in summary and "1 images whose file is missing" in summary
+
+
+def test_masks_and_labels_match_the_source(voc):
+    ann, image_dir, gt = voc
+    rgb, masks, labels, names = voc_photo()
+    data = CocoTrainSet(ann, image_dir)
+    image, got_masks, got_labels = data.load(0)
+    assert image.shape == rgb.shape
+    keep = [k for k in range(len(masks)) if k != 2]  # instance 2 is a crowd
+    assert len(got_masks) == len(keep) == 18
+    # Labels follow ascending category ids: VOC class ids sorted.
+    order = sorted(names)
+    assert got_labels.tolist() == [order.index(int(labels[k])) for k in keep]
+    anns = [a for a in data.records[0]["anns"]]
+    for got, k, a in zip(got_masks, keep, anns):
+        if k in (0, 1):
+            # Polygons: exactly what pycocotools rasterises (the outer contours lose the
+            # VOC masks' holes and fragments, so compare with COCO's own decoding).
+            assert np.array_equal(got, data.coco.coco.annToMask(a))
+        else:
+            assert np.array_equal(got, masks[k])  # RLE is exact
+    assert data.class_names == [names[k] for k in order]
+
+
+def test_unreadable_image_is_replaced_with_a_warning(tmp_path, capsys):
+    ann, image_dir, _ = voc_dataset(str(tmp_path), copies=2)
+    (tmp_path / "images" / "voc_000.jpg").write_bytes(b"not a jpeg")
+    data = CocoTrainSet(ann, image_dir, seed=1)
+    sample = data[0]
+    assert sample["image_id"] == 2 and len(sample["masks"]) == 19
+    assert "not a decodable image" in capsys.readouterr().err
+
+
+def test_no_usable_image_is_a_clear_error(tmp_path):
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "x.jpg", "height": 4, "width": 4}],
+        "categories": [{"id": 1, "name": "a"}], "annotations": []}))
+    with pytest.raises(AnnotationError, match="no image with a usable annotation"):
+        CocoTrainSet(str(path), str(tmp_path))
+
+
+def test_transform_receives_a_private_random_stream(voc):
+    ann, image_dir, _ = voc
+    seen = []
+
+    def transform(image, masks, labels, rng):
+        seen.append(rng.randint(1 << 30))
+        return image, masks, labels
+
+    data = CocoTrainSet(ann, image_dir, transform=transform)
+    data[0]
+    data[1]
+    assert len(set(seen)) == 2 and isinstance(data[0]["masks"], np.ndarray)
