@@ -53,7 +53,9 @@ def matrix_nms(masks, labels, scores, kernel="gaussian", sigma=2.0, sum_masks=No
     """
     if kernel not in ("gaussian", "linear"):
         raise ValueError(f"Matrix NMS kernel must be 'gaussian' or 'linear', got {kernel!r}")
-    flat = masks.flatten(1).astype("float32")
+    # (Only 3-D masks are flattened: in ONNX, flattening [0, h*w] asks Reshape to infer a
+    # dimension from zero elements, which onnxruntime refuses.)
+    flat = (masks if masks.ndim == 2 else masks.flatten(1)).astype("float32")
     if sum_masks is None:
         sum_masks = flat.sum(axis=1)
     sum_masks = sum_masks.astype("float32")
@@ -189,15 +191,24 @@ def segment(cate_scores, kernels, mask_feat, cell_strides, crop_hw, ori_hw, cfg,
     order = _top(scores, cfg.max_per_img)
     seg_preds, scores, labels = _take(order, seg_preds, scores, labels)
 
-    seg_preds = seg_preds.reshape([1, -1, feat_hw[0], feat_hw[1]])
+    # The count is explicit and stays in the first place: -1 cannot be inferred when there
+    # is no mask, and a 0 in a shape means "keep this dimension" (Paddle and ONNX), which
+    # is right only where the input's dimension is that same count.
+    count = paddle.shape(seg_preds)[0].astype("int32")
+    seg_preds = seg_preds.reshape([count, feat_hw[0], feat_hw[1]]).unsqueeze(0)
     if chunk and paddle.in_dynamic_mode():
         parts = [paste_masks(seg_preds[:, i:i + chunk], feat_hw, crop_hw, ori_hw, cfg.mask_thr)
                  for i in range(0, seg_preds.shape[1], chunk)]
         masks = paddle.concat(parts) if parts else paste_masks(seg_preds, feat_hw, crop_hw,
                                                                ori_hw, cfg.mask_thr)
-    else:
-        masks = paste_masks(seg_preds, feat_hw, crop_hw, ori_hw, cfg.mask_thr)
-    return masks, labels, scores, mask_boxes(masks)
+        return masks, labels, scores, mask_boxes(masks)
+    # In a saved graph Paddle Inference's resize returns a tensor of unknown rank when it
+    # gets no mask at all, and the next op fails; so one empty mask rides along behind
+    # the real ones and is cut off at the end.
+    empty = paddle.zeros([1, 1, feat_hw[0], feat_hw[1]], seg_preds.dtype)
+    seg_preds = paddle.concat([seg_preds, empty], axis=1)
+    masks = paste_masks(seg_preds, feat_hw, crop_hw, ori_hw, cfg.mask_thr)
+    return masks[:count], labels, scores, mask_boxes(masks)[:count]
 
 
 def paste_masks(seg_preds, feat_hw, crop_hw, ori_hw, mask_thr):
