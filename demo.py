@@ -13,7 +13,7 @@ import time
 from config import add_config_arguments, config_table, load_config
 from tools.checkpoint_io import WeightFileError
 from tools.convert import ConversionError
-from tools.engines import ENGINES, EngineError, load_engine
+from tools.engines import EngineError, add_engine_arguments, load_engine
 from tools.predictor import StageTimes, load_class_names, predict_stream
 from tools.preprocess import list_images
 from tools.visualize import draw_instances, save_image
@@ -28,11 +28,7 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, help="images per forward pass")
     parser.add_argument("--thresh", type=float, help="draw detections scoring at least this")
     parser.add_argument("--workers", type=int, default=2, help="reader and writer threads each")
-    parser.add_argument("--engine", choices=ENGINES, default="dygraph",
-                        help="dygraph: model code + test_cfg.model_path; paddle-inference / "
-                             "onnx: the folder tools/export_model.py wrote (default dygraph)")
-    parser.add_argument("--model-dir", help="exported folder for --engine paddle-inference / "
-                                            "onnx (default inference_model/<config name>)")
+    add_engine_arguments(parser)
     return parser.parse_intermixed_args(argv)
 
 

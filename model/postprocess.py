@@ -88,12 +88,6 @@ def _top(scores, k):
     return order[:k]
 
 
-def empty_result(ori_hw):
-    h, w = ori_hw
-    return {"masks": np.zeros((0, h, w), bool), "labels": np.zeros((0,), np.int64),
-            "scores": np.zeros((0,), np.float32), "boxes": np.zeros((0, 4), np.float32)}
-
-
 def masks_to_boxes(masks):
     """[k, H, W] bool -> [k, 4] float32 boxes (x0, y0, x1, y1) with exclusive ends, i.e.
     pixel-edge coordinates; an empty mask gets an all-zero box."""

@@ -48,7 +48,9 @@ def fixture_weights(cfg, number, folder):
     if os.path.exists(path):
         return path
     os.makedirs(folder, exist_ok=True)
-    source = os.path.join(folder, f"fixture_source_{cfg.name}")
+    # The loader tells containers apart by extension, as for the published files.
+    source = os.path.join(folder, f"fixture_source_{cfg.name}" +
+                          (".pth" if number == 1 else ".pdparams"))
     if number in (0, 2):
         keys = fx.ppdet_static_keys(**(fx.STATIC_R50 if number == 0 else fx.STATIC_LIGHT_512))
         fx.save_fluid_pickle(source, fx.make_state(keys))

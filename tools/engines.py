@@ -187,6 +187,16 @@ class ExportedPredictor:
         return results
 
 
+def add_engine_arguments(parser):
+    """``--engine`` and ``--model-dir``, as demo.py and eval.py take them."""
+    parser.add_argument("--engine", choices=ENGINES, default="dygraph",
+                        help="dygraph: model code + weights file; paddle-inference / onnx: "
+                             "the folder tools/export_model.py wrote (default dygraph)")
+    parser.add_argument("--model-dir", help="exported folder for --engine paddle-inference / "
+                                            "onnx (default inference_model/<config name>)")
+    return parser
+
+
 def load_engine(engine, cfg, config_number=None, model_path=None, model_dir=None,
                 threads=2, split=False):
     """(predictor, preprocessing style) for ``engine``; the one call demo.py, eval.py and
