@@ -46,10 +46,10 @@ class PaddleInferenceRunner:
     """One saved graph (``prefix``.json + .pdiparams) in a paddle.inference predictor.
 
     onednn: True, False or 'auto': use oneDNN unless building the predictor or its first
-    run fails with it, then rebuild without it. With Paddle 3.3.1 both fail for SOLOv2: a
-    oneDNN fusion pass rejects the [N, S, S, C] -> [N, S*S, C] reshape of the category
-    scores ("type tensor<1x1600x80xf32> ... must be equal to type tensor<1x40x40x80xf32>")
-    and no resize op runs under oneDNN (Paddle issue #79749).
+    run fails with it, then rebuild without it. With Paddle 3.3.1 both fail for SOLOv2:
+    building rejects the [N, S, S, C] -> [N, S*S, C] reshape of the category scores ("type
+    tensor<1x1600x80xf32> ... must be equal to type tensor<1x40x40x80xf32>") and no resize
+    op runs under oneDNN (Paddle issue #79749).
     """
 
     ONEDNN_ERRORS = (NotImplementedError, ValueError, RuntimeError)
@@ -212,12 +212,20 @@ def load_engine(engine, cfg, config_number=None, model_path=None, model_dir=None
         return load_predictor(cfg, model_path or cfg.test_cfg.model_path, config_number)
     if engine not in ENGINES:
         raise EngineError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
-    from .export_model import default_output
+    from .export_model import default_output, postprocess_settings
 
     model_dir = model_dir or default_output(cfg)
-    predictor = ExportedPredictor(model_dir, engine, threads, split)
-    info = predictor.info
+    info = read_deploy_info(model_dir)
     if info["config"] != cfg.name:
         raise EngineError(f"{model_dir} holds {info['config']}, not {cfg.name}; pass the "
                           "matching --config")
-    return predictor, info["preprocess"]
+    # The post-processing thresholds are part of the exported graph: a different value on
+    # the command line would be silently ignored, so it is an error instead.
+    wanted, exported = postprocess_settings(cfg), info.get("postprocess", {})
+    differ = [f"test_cfg.{k}={wanted[k]!r} (exported with {exported.get(k)!r})"
+              for k in wanted if exported.get(k) != wanted[k]]
+    if differ:
+        raise EngineError(f"{model_dir} was exported with other post-processing settings: "
+                          f"{', '.join(differ)}; export again with the same key=value "
+                          "overrides")
+    return ExportedPredictor(model_dir, engine, threads, split), info["preprocess"]

@@ -19,7 +19,8 @@ What is known not to work, with Paddle 3.3.1, paddle2onnx 2.1.0 and onnxruntime 
 README, "Deployment and speed"):
   * Paddle Inference with oneDNN cannot run any resize op of a Paddle 3 graph
     ("ConvertPirAttribute2RuntimeAttribute not support ArrayAttribute<DoubleAttribute>",
-    Paddle issue #79749), so the Paddle Inference engine runs without oneDNN.
+    Paddle issue #79749) and does not build this model's predictor either, so the Paddle
+    Inference engine falls back to running without oneDNN.
   * paddle2onnx 2.1.0 writes an uninitialised epsilon for GroupNorm (it becomes
     InstanceNormalization); this file overwrites it with the model's own value.
   * paddle2onnx 2.1.0 stops at a resize given by a scale factor in a Paddle 3 graph ("the
@@ -38,6 +39,15 @@ if __package__ in (None, ""):  # run as a script: make the repo importable
 # Version of deploy.json's layout; engines refuse a folder they do not understand.
 DEPLOY_FORMAT = 1
 ONNX_OPSET = 19  # DeformConv (DCNv2) exists in ONNX from opset 19
+
+
+# The test_cfg fields the exported graph bakes in.
+POSTPROCESS_FIELDS = ("score_thr", "mask_thr", "nms_pre", "nms_kernel", "nms_sigma",
+                      "update_thr", "max_per_img")
+
+
+def postprocess_settings(cfg):
+    return {name: getattr(cfg.test_cfg, name) for name in POSTPROCESS_FIELDS}
 
 
 def default_output(cfg):
@@ -123,6 +133,7 @@ def export(cfg, model_path, output_dir, config_number=None, onnx=True, split=Fal
             "preprocess": resolve_preprocess(cfg, meta), "test_size": list(cfg.test_size),
             "pixel_mean": list(cfg.pixel_mean), "pixel_std": list(cfg.pixel_std),
             "num_classes": cfg.num_classes, "paddle": paddle.__version__,
+            "postprocess": postprocess_settings(cfg),
             "parts": [names[p] for p in parts], "onnx": {}}
     epsilon = group_norm_epsilon(model)
     for part in parts:

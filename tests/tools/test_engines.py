@@ -150,6 +150,9 @@ def test_missing_export_and_missing_onnx_say_what_to_do(tmp_path, exported2):
         OnnxRunner(str(tmp_path / "model.onnx"))
     with pytest.raises(EngineError, match="holds solov2_light_r50_vd_fpn_dcn_512_3x"):
         load_engine("onnx", load_config(0), 0, model_dir=exported2[2])
+    with pytest.raises(EngineError, match=r"test_cfg.score_thr=0.3 \(exported with 0.1\)"):
+        load_engine("onnx", load_config(2, ["test_cfg.score_thr=0.3"]), 2,
+                    model_dir=exported2[2])
 
 
 def test_onnx_conversion_reports_a_missing_paddle2onnx(monkeypatch, tmp_path):
@@ -203,3 +206,14 @@ def test_benchmark_quick_mode_prints_the_table(exported2):
     assert len(rows) == 4  # the speed table and the post-processing sweep
     assert "Matrix NMS, 500 masks of 32x48" in out
     assert "fastest exported engine: onnx" in out
+
+
+def test_export_command_explains_missing_weights(tmp_path):
+    done = subprocess.run([sys.executable, "tools/export_model.py", "--config=2",
+                           "--output", str(tmp_path / "out"),
+                           f"test_cfg.model_path={tmp_path / 'none.pdparams'}"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "weight file not found" in done.stderr
+    assert "1_paddle_solov2_light_r50_vd_fpn_dcn_512_3x2paddle.py" in done.stderr
+    assert not (tmp_path / "out").exists()
