@@ -127,8 +127,16 @@ class OnnxRunner:
         return self.session.run(None, {name: feeds[name] for name in self.inputs})
 
 
+def shape_feeds(crop_hw, ori_hw):
+    """The ``im_shape`` and ``scale_factor`` inputs of an exported graph for one image."""
+    return {"im_shape": np.array([crop_hw], np.float32),
+            # resized / original; the graph rounds im_shape / scale_factor back to ori_hw
+            "scale_factor": np.array([[crop_hw[0] / ori_hw[0], crop_hw[1] / ori_hw[1]]],
+                                     np.float32)}
+
+
 class ExportedPredictor:
-    """An exported SOLOv2 run by ``runner_cls`` (PaddleInferenceRunner or OnnxRunner).
+    """An exported SOLOv2 run by ``engine``: 'paddle-inference' or 'onnx'.
 
     split=False runs the one graph with post-processing inside (stage 'model'); split=True
     runs the network and post-processing graphs saved by ``export_model.py --split`` one
@@ -164,21 +172,17 @@ class ExportedPredictor:
     def __call__(self, batch, crop_hws, ori_hws, times):
         results = []
         for i, (crop_hw, ori_hw) in enumerate(zip(crop_hws, ori_hws)):
-            shapes = {"image": batch[i:i + 1],
-                      "im_shape": np.array([crop_hw], np.float32),
-                      # resized / original; the graph recovers the original size from it
-                      "scale_factor": np.array([[crop_hw[0] / ori_hw[0],
-                                                 crop_hw[1] / ori_hw[1]]], np.float32)}
+            feeds = dict(shape_feeds(crop_hw, ori_hw), image=batch[i:i + 1])
             start = time.perf_counter()
             if self.split:
-                cate_scores, kernels, mask_feat = self.runners["network"](shapes)
+                cate_scores, kernels, mask_feat = self.runners["network"](feeds)
                 forward_done = time.perf_counter()
                 outputs = self.runners["postprocess"](dict(
-                    shapes, cate_scores=cate_scores, kernels=kernels, mask_feat=mask_feat))
+                    feeds, cate_scores=cate_scores, kernels=kernels, mask_feat=mask_feat))
                 times.add("forward", forward_done - start)
                 times.add("postprocess", time.perf_counter() - forward_done)
             else:
-                outputs = self.runners["model"](shapes)
+                outputs = self.runners["model"](feeds)
                 times.add("model", time.perf_counter() - start)
             masks, labels, scores, boxes = outputs
             results.append({"masks": masks.astype(bool), "labels": labels.astype(np.int64),

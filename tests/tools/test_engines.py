@@ -161,6 +161,12 @@ def test_onnx_conversion_reports_a_missing_paddle2onnx(monkeypatch, tmp_path):
     assert "paddle2onnx is not installed" in reason and "requirements-deploy.txt" in reason
 
 
+def test_onnx_engine_reports_a_missing_onnxruntime(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(EngineError, match="onnxruntime is not installed.*requirements-deploy"):
+        OnnxRunner(str(tmp_path / "model.onnx"))
+
+
 def test_group_norm_epsilon_is_repaired_in_the_onnx_graph(exported2):
     """paddle2onnx 2.1.0 writes garbage epsilons; every GroupNorm must carry the model's."""
     import onnx
