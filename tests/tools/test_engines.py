@@ -223,3 +223,14 @@ def test_export_command_explains_missing_weights(tmp_path):
     assert "weight file not found" in done.stderr
     assert "1_paddle_solov2_light_r50_vd_fpn_dcn_512_3x2paddle.py" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_onnx_matches_dygraph_at_the_full_test_size(exported2):
+    """The same check at config 2's own 512 x 852 input (the graph has dynamic sizes)."""
+    _, weights, model_dir, _ = exported2
+    cfg = load_config(2)
+    reference = predict("dygraph", cfg, weights, model_dir, paths=PHOTOS[:1])
+    ours = predict("onnx", cfg, weights, model_dir, paths=PHOTOS[:1])
+    assert len(reference[0]["labels"]) > 0
+    assert_same_detections(ours[0], reference[0])
