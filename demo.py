@@ -2,6 +2,7 @@
 
     python demo.py --config=2                      # images/test -> images/res
     python demo.py --config=0 --input photo.jpg --output out/ --thresh 0.5
+    python demo.py --config=2 --engine onnx        # the model exported by tools/export_model.py
 """
 
 import argparse
@@ -12,13 +13,8 @@ import time
 from config import add_config_arguments, config_table, load_config
 from tools.checkpoint_io import WeightFileError
 from tools.convert import ConversionError
-from tools.predictor import (
-    StageTimes,
-    load_class_names,
-    load_predictor,
-    predict_stream,
-    progress_bar,
-)
+from tools.engines import EngineError, add_engine_arguments, load_engine
+from tools.predictor import StageTimes, load_class_names, predict_stream, progress_bar
 from tools.preprocess import list_images
 from tools.visualize import draw_instances, save_image
 
@@ -32,6 +28,7 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, help="images per forward pass")
     parser.add_argument("--thresh", type=float, help="draw detections scoring at least this")
     parser.add_argument("--workers", type=int, default=2, help="reader and writer threads each")
+    add_engine_arguments(parser)
     return parser.parse_intermixed_args(argv)
 
 
@@ -51,8 +48,10 @@ def main(argv=None):
     try:
         class_names = load_class_names(cfg)
         paths = list_images(input_spec)
-        predictor, style = load_predictor(cfg, test.model_path, args.config)
-    except (WeightFileError, ConversionError, FileNotFoundError, ValueError) as err:
+        predictor, style = load_engine(args.engine, cfg, args.config, test.model_path,
+                                       args.model_dir)
+    except (WeightFileError, ConversionError, EngineError, FileNotFoundError,
+            ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(f"{len(paths)} images from {input_spec}; preprocessing style {style!r}")
@@ -68,6 +67,8 @@ def main(argv=None):
     # selection); they are run once, untimed and unsaved.
     predict_stream(predictor, paths[:batch_size], on_error=lambda item: None,
                    **stream)
+    # After the warm-up, which is where an engine may have had to give up oneDNN.
+    print(f"engine: {getattr(predictor, 'description', args.engine)}")
 
     times = StageTimes()
     start = time.perf_counter()

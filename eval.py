@@ -16,6 +16,7 @@ from tools.checkpoint_io import WeightFileError
 from tools.coco import AnnotationError, CocoSet
 from tools.coco_results import ResultsFileError
 from tools.convert import ConversionError
+from tools.engines import EngineError
 from tools.evaluation import (
     add_eval_arguments,
     default_results_path,
@@ -24,11 +25,12 @@ from tools.evaluation import (
     load_set_and_model,
     positive_int,
     run_eval,
+    weights_source,
 )
 
 # Problems with the user's files or settings: a message, no traceback, exit status 1.
 USER_ERRORS = (AnnotationError, ResultsFileError, WeightFileError, ConversionError,
-               FileNotFoundError)
+               EngineError, FileNotFoundError)
 
 
 def parse_args(argv=None):
@@ -58,8 +60,9 @@ def main(argv=None):
             eval_saved(CocoSet(cfg.val_path, cfg.val_pre_path), args.from_json, args.per_class)
             return 0
         coco, predictor, style = load_set_and_model(cfg, args.config, cfg.val_path,
-                                                    cfg.val_pre_path)
-        model_path = cfg.eval_cfg.model_path
+                                                    cfg.val_pre_path, args.engine,
+                                                    args.model_dir)
+        model_path = weights_source(cfg, args.engine, args.model_dir)
         batch_size = cfg.eval_cfg.batch_size
         print(f"{len(coco.image_ids)} images in {cfg.val_path}; weights {model_path}; "
               f"preprocessing style {style!r}; batch size {batch_size}")

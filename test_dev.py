@@ -14,15 +14,18 @@ from tools.checkpoint_io import WeightFileError
 from tools.coco import AnnotationError
 from tools.coco_results import write_submission
 from tools.convert import ConversionError
+from tools.engines import EngineError
 from tools.evaluation import (
     add_eval_arguments,
     load_eval_config,
     load_set_and_model,
     output_folder,
     predict_coco,
+    weights_source,
 )
 
-USER_ERRORS = (AnnotationError, WeightFileError, ConversionError, FileNotFoundError)
+USER_ERRORS = (AnnotationError, WeightFileError, ConversionError, EngineError,
+               FileNotFoundError)
 
 
 def parse_args(argv=None):
@@ -44,11 +47,12 @@ def main(argv=None):
     print(config_table(cfg))
     try:
         coco, predictor, style = load_set_and_model(cfg, args.config, cfg.test_path,
-                                                    cfg.test_pre_path)
+                                                    cfg.test_pre_path, args.engine,
+                                                    args.model_dir)
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    model_path = cfg.eval_cfg.model_path
+    model_path = weights_source(cfg, args.engine, args.model_dir)
     folder = args.output or output_folder(cfg, model_path)
     batch_size = cfg.eval_cfg.batch_size
     print(f"{len(coco.image_ids)} images in {cfg.test_path}; weights {model_path}; "

@@ -69,7 +69,10 @@ class SOLOv2Head(nn.Layer):
         """P2..P6 -> the five head inputs: P2 halved to P3's stride, P6 resized to P5's
         size [SOLO split_feats]. Strides of the result: 8, 8, 16, 32, 32."""
         p2, p3, p4, p5, p6 = features
-        return [bilinear(p2, scale_factor=0.5), p3, p4, p5,
+        # P2 halved has exactly P3's size (inputs are padded to multiples of 32), so resizing
+        # to that size is the reference's scale_factor=0.5. A size rather than a scale is
+        # what paddle2onnx can read (see tools/export_model.py).
+        return [bilinear(p2, size=p3.shape[-2:]), p3, p4, p5,
                 bilinear(p6, size=p5.shape[-2:])]
 
     def _tower(self, x, convs):

@@ -45,10 +45,13 @@ class MaskFeatHead(nn.Layer):
         for level, (x, convs) in enumerate(zip(features[:4], self.convs_all_levels)):
             if level == 3:
                 x = paddle.concat([x, coord_features(x)], axis=1)
-            for conv in convs:
+            for j, conv in enumerate(convs):
                 x = conv(x)
                 if level > 0:
-                    x = bilinear(x, scale_factor=2)
+                    # 2x up to the next finer level's size: the reference's scale_factor=2
+                    # (sizes halve exactly), written as a size because paddle2onnx cannot
+                    # read a resize scale from a Paddle 3 model (see tools/export_model.py).
+                    x = bilinear(x, size=features[level - 1 - j].shape[-2:])
             total = x if total is None else total + x
         return self.conv_pred(total)
 

@@ -36,7 +36,8 @@ def matrix_nms(masks, labels, scores, kernel="gaussian", sigma=2.0, sum_masks=No
     """Matrix NMS (SOLOv2 paper, Sec. 4.2, Eq. 3-4): decay every score at once.
 
     Args:
-        masks: [n, h, w] binary masks (bool or 0/1 float), sorted by descending score.
+        masks: [n, h, w] or [n, h*w] binary masks (bool or 0/1 float), sorted by
+            descending score.
         labels: [n] class of each mask.
         scores: [n] scores, descending.
         kernel: 'gaussian' (decay exp(-sigma * iou^2)) or 'linear' (decay 1 - iou).
@@ -46,27 +47,35 @@ def matrix_nms(masks, labels, scores, kernel="gaussian", sigma=2.0, sum_masks=No
         [n] decayed scores. For mask j, the decay is the minimum over higher-scored masks i
         of the same class of f(iou_ij) / f(max iou of i with any higher-scored mask of its
         class), which approximates how far i itself was suppressed.
+
+    Written with broadcasting and no branch on n, so it also runs in an exported graph and
+    for n = 0.
     """
-    n = labels.shape[0]
-    if n == 0:
-        return scores
-    flat = masks.reshape([n, -1]).astype("float32")
+    if kernel not in ("gaussian", "linear"):
+        raise ValueError(f"Matrix NMS kernel must be 'gaussian' or 'linear', got {kernel!r}")
+    # (Only 3-D masks are flattened: in ONNX, flattening [0, h*w] asks Reshape to infer a
+    # dimension from zero elements, which onnxruntime refuses.)
+    flat = (masks if masks.ndim == 2 else masks.flatten(1)).astype("float32")
     if sum_masks is None:
         sum_masks = flat.sum(axis=1)
+    sum_masks = sum_masks.astype("float32")
     inter = paddle.matmul(flat, flat, transpose_y=True)
-    sums = sum_masks.astype("float32").expand([n, n])
-    iou = paddle.triu(inter / (sums + sums.T - inter), diagonal=1)
-    same_class = (labels.expand([n, n]) == labels.expand([n, n]).T).astype("float32")
+    union = sum_masks.unsqueeze(1) + sum_masks.unsqueeze(0) - inter
+    iou = paddle.triu(inter / union, diagonal=1)
+    same_class = (labels.unsqueeze(1) == labels.unsqueeze(0)).astype("float32")
     decay_iou = iou * paddle.triu(same_class, diagonal=1)
-    # Row i of compensate_iou is the largest IoU mask i has with any earlier mask.
-    compensate_iou = decay_iou.max(axis=0).expand([n, n]).T
+    # compensate_iou[i]: the largest IoU mask i has with any earlier mask of its class. A
+    # row of zeros joins the maximum: IoUs are >= 0, so it changes nothing, but it keeps
+    # the reduction defined when n = 0.
+    zeros = paddle.zeros_like(sum_masks).unsqueeze(0)  # [1, n]
+    compensate_iou = paddle.concat([zeros, decay_iou]).max(axis=0).unsqueeze(1)
     if kernel == "gaussian":
         decay = paddle.exp(-sigma * decay_iou ** 2) / paddle.exp(-sigma * compensate_iou ** 2)
-    elif kernel == "linear":
-        decay = (1 - decay_iou) / (1 - compensate_iou)
     else:
-        raise ValueError(f"Matrix NMS kernel must be 'gaussian' or 'linear', got {kernel!r}")
-    return scores * decay.min(axis=0)
+        decay = (1 - decay_iou) / (1 - compensate_iou)
+    # Likewise a row of ones joins the minimum: row 0 always has compensate 0 and so a
+    # decay <= 1 in every column, hence the extra row never decides.
+    return scores * paddle.concat([paddle.ones_like(zeros), decay]).min(axis=0)
 
 
 def _take(index, *tensors):
@@ -77,12 +86,6 @@ def _top(scores, k):
     """Indices of the ``k`` highest scores, best first."""
     order = paddle.argsort(scores, descending=True)
     return order[:k]
-
-
-def empty_result(ori_hw):
-    h, w = ori_hw
-    return {"masks": np.zeros((0, h, w), bool), "labels": np.zeros((0,), np.int64),
-            "scores": np.zeros((0,), np.float32), "boxes": np.zeros((0, 4), np.float32)}
 
 
 def masks_to_boxes(masks):
@@ -98,9 +101,23 @@ def masks_to_boxes(masks):
     return boxes
 
 
-def get_seg_single(cate_scores, kernels, mask_feat, cell_strides, crop_hw, ori_hw, cfg,
-                   chunk=16):
-    """Masks for one image.
+def mask_boxes(masks):
+    """The tensor form of :func:`masks_to_boxes`, for the exported graph: [k, H, W] bool
+    -> [k, 4] float32 (x0, y0, x1, y1), exclusive ends, zeros for an empty mask."""
+    def extent(occupied):  # [k, n] bool -> first index, last index + 1 (0, 0 if none)
+        n = paddle.shape(occupied)[1]
+        index = paddle.arange(n, dtype="float32").unsqueeze(0)
+        first = paddle.where(occupied, index, paddle.full_like(index, 1e9)).min(axis=1)
+        end = paddle.where(occupied, index + 1, paddle.zeros_like(index)).max(axis=1)
+        return paddle.where(end > 0, first, paddle.zeros_like(first)), end
+
+    x0, x1 = extent(masks.any(axis=1))
+    y0, y1 = extent(masks.any(axis=2))
+    return paddle.stack([x0, y0, x1, y1], axis=1)
+
+
+def segment(cate_scores, kernels, mask_feat, cell_strides, crop_hw, ori_hw, cfg, chunk=None):
+    """Masks for one image, as tensors.
 
     Args:
         cate_scores: [L, C] category probabilities after points NMS, L = sum(S^2) cells in
@@ -109,36 +126,53 @@ def get_seg_single(cate_scores, kernels, mask_feat, cell_strides, crop_hw, ori_h
         mask_feat: [E, h, w] unified mask feature at stride 4 of the padded input.
         cell_strides: [L] float32 stride of each cell's level.
         crop_hw: (height, width) of the resized image inside the padded input.
-        ori_hw: (height, width) of the original image.
+        ori_hw: (height, width) of the original image. Both pairs are ints or int32
+            tensors (in an exported graph they come from the inputs).
         cfg: test settings (score_thr, mask_thr, nms_pre, nms_kernel, nms_sigma,
             update_thr, max_per_img).
-        chunk: masks resized at a time in the last step (bounds memory; same result).
+        chunk: resize this many masks at a time in the last step (bounds memory; same
+            result). Only when running eagerly; an exported graph resizes all at once.
 
     Returns:
-        dict of numpy arrays: masks [k, H, W] bool, labels [k] int64, scores [k] float32,
-        boxes [k, 4] float32, best first; k may be 0.
+        masks [k, H, W] bool, labels [k] int64, scores [k] float32, boxes [k, 4] float32,
+        best first; k may be 0.
+
+    Nothing here branches on data in Python and every step accepts k = 0, so the same
+    code runs eagerly and as part of an exported inference graph.
     """
     candidates = paddle.nonzero(cate_scores > cfg.score_thr)
-    if candidates.shape[0] == 0:
-        return empty_result(ori_hw)
-    cells, labels = candidates[:, 0], candidates[:, 1]
     scores = paddle.gather_nd(cate_scores, candidates)
-    kernels, strides = _take(cells, kernels, cell_strides)
+    flat_feat = mask_feat.flatten(1)
+    feat_hw = paddle.shape(mask_feat)[1:].astype("int32")
 
-    e, h, w = mask_feat.shape
-    seg_preds = F.sigmoid(paddle.matmul(kernels, mask_feat.reshape([e, h * w])))
-    seg_preds = seg_preds.reshape([-1, h, w])
-    seg_masks = (seg_preds > cfg.mask_thr).astype("float32")
-    sum_masks = seg_masks.sum(axis=[1, 2])
+    def rescored_masks(index):
+        """Steps 2-4 for the candidates at ``index``: (mask probabilities, binary masks,
+        areas, re-scored scores, labels) of those whose mask is larger than the stride."""
+        cells, labels = candidates[:, 0], candidates[:, 1]
+        cells, labels, cand_scores = _take(index, cells, labels, scores)
+        kernels_, strides = _take(cells, kernels, cell_strides)
+        seg_preds = F.sigmoid(paddle.matmul(kernels_, flat_feat))  # [m, h*w]
+        seg_masks = (seg_preds > cfg.mask_thr).astype("float32")
+        sum_masks = seg_masks.sum(axis=1)
+        keep = paddle.nonzero(sum_masks > strides).flatten()
+        seg_preds, seg_masks, sum_masks, cand_scores, labels = _take(
+            keep, seg_preds, seg_masks, sum_masks, cand_scores, labels)
+        maskness = (seg_preds * seg_masks).sum(axis=1) / sum_masks
+        return seg_preds, seg_masks, sum_masks, cand_scores * maskness, labels
 
-    keep = paddle.nonzero(sum_masks > strides).flatten()
-    if keep.shape[0] == 0:
-        return empty_result(ori_hw)
-    seg_preds, seg_masks, sum_masks, scores, labels = _take(
-        keep, seg_preds, seg_masks, sum_masks, scores, labels)
-
-    maskness = (seg_preds * seg_masks).sum(axis=[1, 2]) / sum_masks
-    scores = scores * maskness
+    # Only the nms_pre best re-scored masks go on, and re-scoring never raises a score
+    # (maskness <= 1). So masks are first computed for the 2 * nms_pre best-scored
+    # candidates only; another candidate can still enter the best nms_pre only if its
+    # score reaches the nms_pre-th re-scored one among those. This selects the same masks
+    # as scoring every candidate, at a fraction of the cost when there are thousands.
+    by_score = paddle.argsort(scores, descending=True)
+    first = rescored_masks(by_score[:2 * cfg.nms_pre])
+    floor = paddle.full([cfg.nms_pre], -1.0, "float32")  # fewer than nms_pre: take all
+    bar = paddle.concat([paddle.sort(first[3], descending=True), floor])[cfg.nms_pre - 1]
+    rest = by_score[2 * cfg.nms_pre:]
+    rest = paddle.gather(rest, paddle.nonzero(paddle.gather(scores, rest) >= bar).flatten())
+    seg_preds, seg_masks, sum_masks, scores, labels = [
+        paddle.concat(pair) for pair in zip(first, rescored_masks(rest))]
 
     order = _top(scores, cfg.nms_pre)
     seg_preds, seg_masks, sum_masks, scores, labels = _take(
@@ -147,22 +181,48 @@ def get_seg_single(cate_scores, kernels, mask_feat, cell_strides, crop_hw, ori_h
                         sigma=cfg.nms_sigma, sum_masks=sum_masks)
 
     keep = paddle.nonzero(scores >= cfg.update_thr).flatten()
-    if keep.shape[0] == 0:
-        return empty_result(ori_hw)
     seg_preds, scores, labels = _take(keep, seg_preds, scores, labels)
     order = _top(scores, cfg.max_per_img)
     seg_preds, scores, labels = _take(order, seg_preds, scores, labels)
 
-    masks = []
-    crop_h, crop_w = crop_hw
-    for start in range(0, seg_preds.shape[0], chunk):
-        part = seg_preds[start:start + chunk].unsqueeze(0)
-        part = bilinear(part, size=(4 * h, 4 * w))[:, :, :crop_h, :crop_w]
-        part = bilinear(part, size=tuple(ori_hw))[0]
-        masks.append((part > cfg.mask_thr).numpy())
-    masks = np.concatenate(masks)
-    return {"masks": masks, "labels": labels.numpy().astype(np.int64),
-            "scores": scores.numpy().astype(np.float32), "boxes": masks_to_boxes(masks)}
+    # The count is explicit and stays in the first place: -1 cannot be inferred when there
+    # is no mask, and a 0 in a shape means "keep this dimension" (Paddle and ONNX), which
+    # is right only where the input's dimension is that same count.
+    count = paddle.shape(seg_preds)[0].astype("int32")
+    seg_preds = seg_preds.reshape([count, feat_hw[0], feat_hw[1]]).unsqueeze(0)
+    if chunk and paddle.in_dynamic_mode():
+        parts = [paste_masks(seg_preds[:, i:i + chunk], feat_hw, crop_hw, ori_hw, cfg.mask_thr)
+                 for i in range(0, seg_preds.shape[1], chunk)]
+        masks = paddle.concat(parts) if parts else paste_masks(seg_preds, feat_hw, crop_hw,
+                                                               ori_hw, cfg.mask_thr)
+        return masks, labels, scores, mask_boxes(masks)
+    # In a saved graph Paddle Inference's resize returns a tensor of unknown rank when it
+    # gets no mask at all, and the next op fails; so one empty mask rides along behind
+    # the real ones and is cut off at the end.
+    empty = paddle.zeros([1, 1, feat_hw[0], feat_hw[1]], seg_preds.dtype)
+    seg_preds = paddle.concat([seg_preds, empty], axis=1)
+    masks = paste_masks(seg_preds, feat_hw, crop_hw, ori_hw, cfg.mask_thr)
+    return masks[:count], labels, scores, mask_boxes(masks)[:count]
+
+
+def paste_masks(seg_preds, feat_hw, crop_hw, ori_hw, mask_thr):
+    """[1, k, h, w] mask probabilities at stride 4 -> [k, H, W] bool at the original size:
+    upsampled 4x to the padded input, cropped to the resized image, resized to the original
+    (both bilinear, half-pixel centres), then binarised [SOLO get_seg_single]."""
+    up = bilinear(seg_preds, size=feat_hw * 4)
+    up = paddle.slice(up, axes=[2, 3], starts=[0, 0], ends=[crop_hw[0], crop_hw[1]])
+    return bilinear(up, size=[ori_hw[0], ori_hw[1]])[0] > mask_thr
+
+
+def get_seg_single(cate_scores, kernels, mask_feat, cell_strides, crop_hw, ori_hw, cfg,
+                   chunk=16):
+    """:func:`segment` for eager use: ``crop_hw`` and ``ori_hw`` are int pairs and the
+    result is a dict of numpy arrays (masks [k, H, W] bool, labels [k] int64, scores [k]
+    float32, boxes [k, 4] float32), best first; k may be 0."""
+    masks, labels, scores, boxes = segment(cate_scores, kernels, mask_feat, cell_strides,
+                                           tuple(crop_hw), tuple(ori_hw), cfg, chunk)
+    return {"masks": masks.numpy(), "labels": labels.numpy().astype(np.int64),
+            "scores": scores.numpy().astype(np.float32), "boxes": boxes.numpy()}
 
 
 def cell_strides(num_grids, strides):

@@ -19,7 +19,8 @@ from .checkpoint_io import WeightFileError
 from .coco import CocoSet
 from .coco_eval import STAT_NAMES, evaluate, per_class_table
 from .coco_results import encode_result, info_path, read_info, read_results, write_json
-from .predictor import StageTimes, load_predictor, predict_stream, progress_bar
+from .engines import add_engine_arguments, load_engine
+from .predictor import StageTimes, predict_stream, progress_bar
 
 
 @dataclass
@@ -104,10 +105,12 @@ def positive_int(text):
 
 
 def add_eval_arguments(parser):
-    """The arguments eval.py and test_dev.py share: --config, key=value, --workers."""
+    """The arguments eval.py and test_dev.py share: --config, key=value, --workers,
+    --engine and --model-dir."""
     add_config_arguments(parser)
     parser.add_argument("--workers", type=positive_int, default=2,
                         help="reader and encoder threads each")
+    add_engine_arguments(parser)
     return parser
 
 
@@ -119,16 +122,29 @@ def load_eval_config(args):
     return cfg
 
 
-def load_set_and_model(cfg, config_number, ann_file, image_dir):
-    """(CocoSet, predictor, preprocessing style) for eval.py and test_dev.py,
-    from ``eval_cfg.model_path``. Raises AnnotationError / WeightFileError /
-    ConversionError with a message for the user."""
+def load_set_and_model(cfg, config_number, ann_file, image_dir, engine="dygraph",
+                       model_dir=None):
+    """(CocoSet, predictor, preprocessing style) for eval.py and test_dev.py: the dygraph
+    model with ``eval_cfg.model_path``, or an exported model (``engine``, ``model_dir``).
+    Raises AnnotationError / WeightFileError / ConversionError / EngineError with a message
+    for the user."""
     coco = CocoSet(ann_file, image_dir)
     coco.check_classes(cfg.num_classes)
-    if not cfg.eval_cfg.model_path:
+    if engine == "dygraph" and not cfg.eval_cfg.model_path:
         raise WeightFileError("no weights given: set eval_cfg.model_path=PATH")
-    predictor, style = load_predictor(cfg, cfg.eval_cfg.model_path, config_number)
+    predictor, style = load_engine(engine, cfg, config_number, cfg.eval_cfg.model_path,
+                                   model_dir)
     return coco, predictor, style
+
+
+def weights_source(cfg, engine="dygraph", model_dir=None):
+    """What the predictions come from, for messages and result folder names: the weight
+    file, or '<exported folder>-<engine>'."""
+    if engine == "dygraph":
+        return cfg.eval_cfg.model_path
+    from .export_model import default_output
+
+    return f"{os.path.normpath(model_dir or default_output(cfg))}-{engine}"
 
 
 def output_folder(cfg, model_path):

@@ -1,0 +1,235 @@
+"""Predictors for exported models, and the one factory every script picks an engine with.
+
+Each predictor has the interface of tools.predictor.DygraphPredictor,
+``predictor(batch, crop_hws, ori_hws, times) -> list of result dicts``, so the shared loop
+(tools.predictor.predict_stream) runs any of them:
+
+  'dygraph'           the model code and a weight file (tools.predictor.load_predictor)
+  'paddle-inference'  an exported folder through paddle.inference (no model code needed)
+  'onnx'              the exported model.onnx through onnxruntime
+
+An exported graph takes one image at a time (each image's masks come at its own original
+size), so a batch is run image by image; every image sees the batch's padded input, as in
+the dygraph model, so all engines give the same masks.
+"""
+
+import json
+import os
+import time
+
+import numpy as np
+
+ENGINES = ("dygraph", "paddle-inference", "onnx")
+
+
+class EngineError(Exception):
+    """An exported folder or an engine's library is missing or unusable; says what to do."""
+
+
+def read_deploy_info(model_dir):
+    from .export_model import DEPLOY_FORMAT
+
+    path = os.path.join(model_dir, "deploy.json")
+    if not os.path.exists(path):
+        raise EngineError(f"{path} not found: export the model first, e.g. "
+                          "python tools/export_model.py --config=N --output "
+                          f"{model_dir}")
+    with open(path) as f:
+        info = json.load(f)
+    if info.get("format") != DEPLOY_FORMAT:
+        raise EngineError(f"{path} has format {info.get('format')}, this code reads "
+                          f"{DEPLOY_FORMAT}; export the model again")
+    return info
+
+
+class PaddleInferenceRunner:
+    """One saved graph (``prefix``.json + .pdiparams) in a paddle.inference predictor.
+
+    onednn: True, False or 'auto': use oneDNN unless building the predictor or its first
+    run fails with it, then rebuild without it. With Paddle 3.3.1 both fail for SOLOv2:
+    building rejects the [N, S, S, C] -> [N, S*S, C] reshape of the category scores ("type
+    tensor<1x1600x80xf32> ... must be equal to type tensor<1x40x40x80xf32>") and no resize
+    op runs under oneDNN (Paddle issue #79749).
+    """
+
+    ONEDNN_ERRORS = (NotImplementedError, ValueError, RuntimeError)
+
+    def __init__(self, prefix, threads=2, onednn="auto"):
+        from paddle import inference
+
+        self._inference = inference
+        self.prefix, self.threads = prefix, threads
+        if not os.path.exists(prefix + ".json"):
+            raise EngineError(f"{prefix}.json not found; export the model again")
+        self.auto = onednn == "auto"
+        self.onednn = bool(onednn)
+        self.fallback_reason = None
+        try:
+            self.predictor = self._create(self.onednn)
+        except self.ONEDNN_ERRORS as err:
+            if not (self.auto and self.onednn):
+                raise
+            self._fall_back(err)
+
+    def _create(self, onednn):
+        config = self._inference.Config(self.prefix + ".json", self.prefix + ".pdiparams")
+        config.disable_gpu()
+        config.set_cpu_math_library_num_threads(self.threads)
+        # Paddle 3 enables oneDNN by default on CPU; be explicit either way.
+        config.enable_onednn() if onednn else config.disable_onednn()
+        config.disable_glog_info()
+        return self._inference.create_predictor(config)
+
+    def __call__(self, feeds):
+        try:
+            return self._run(feeds)
+        except self.ONEDNN_ERRORS as err:
+            if not (self.auto and self.onednn):
+                raise
+            self._fall_back(err)
+            return self._run(feeds)
+
+    def _fall_back(self, err):
+        self.fallback_reason = str(err).strip().splitlines()[0][:160]
+        self.onednn = False
+        self.predictor = self._create(False)
+
+    def _run(self, feeds):
+        for name in self.predictor.get_input_names():
+            handle = self.predictor.get_input_handle(name)
+            handle.reshape(feeds[name].shape)
+            handle.copy_from_cpu(np.ascontiguousarray(feeds[name]))
+        self.predictor.run()
+        return [self.predictor.get_output_handle(name).copy_to_cpu()
+                for name in self.predictor.get_output_names()]
+
+
+class OnnxRunner:
+    """One ONNX file in an onnxruntime CPU session with ``threads`` intra-op threads."""
+
+    def __init__(self, path, threads=2):
+        try:
+            import onnxruntime
+        except ImportError:
+            raise EngineError("onnxruntime is not installed: pip install -r "
+                              "requirements-deploy.txt") from None
+        if not os.path.exists(path):
+            raise EngineError(f"{path} not found; export with ONNX (tools/export_model.py "
+                              "without --no-onnx; see deploy.json for why it may be missing)")
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = onnxruntime.InferenceSession(path, options,
+                                                    providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+
+    def __call__(self, feeds):
+        return self.session.run(None, {name: feeds[name] for name in self.inputs})
+
+
+def shape_feeds(crop_hw, ori_hw):
+    """The ``im_shape`` and ``scale_factor`` inputs of an exported graph for one image."""
+    return {"im_shape": np.array([crop_hw], np.float32),
+            # resized / original; the graph rounds im_shape / scale_factor back to ori_hw
+            "scale_factor": np.array([[crop_hw[0] / ori_hw[0], crop_hw[1] / ori_hw[1]]],
+                                     np.float32)}
+
+
+class ExportedPredictor:
+    """An exported SOLOv2 run by ``engine``: 'paddle-inference' or 'onnx'.
+
+    split=False runs the one graph with post-processing inside (stage 'model'); split=True
+    runs the network and post-processing graphs saved by ``export_model.py --split`` one
+    after the other and times them as 'forward' and 'postprocess'.
+    """
+
+    def __init__(self, model_dir, engine, threads=2, split=False, onednn="auto"):
+        self.info = read_deploy_info(model_dir)
+        self.engine, self.split = engine, split
+        parts = ("network", "postprocess") if split else ("model",)
+        missing = [p for p in parts if p not in self.info["parts"]]
+        if missing:
+            raise EngineError(f"{model_dir} has no {missing} graph; export with --split")
+        self.runners = {}
+        for part in parts:
+            prefix = os.path.join(model_dir, part)
+            if engine == "onnx":
+                self.runners[part] = OnnxRunner(prefix + ".onnx", threads)
+            elif engine == "paddle-inference":
+                self.runners[part] = PaddleInferenceRunner(prefix, threads, onednn)
+            else:
+                raise EngineError(f"unknown engine {engine!r}; choose one of {ENGINES}")
+
+    @property
+    def description(self):
+        notes = []
+        for part, runner in self.runners.items():
+            if isinstance(runner, PaddleInferenceRunner):
+                notes.append(f"{part}: oneDNN {'on' if runner.onednn else 'off'}"
+                             + (f" ({runner.fallback_reason})" if runner.fallback_reason else ""))
+        return f"{self.engine}" + (f" [{'; '.join(notes)}]" if notes else "")
+
+    def __call__(self, batch, crop_hws, ori_hws, times):
+        results = []
+        for i, (crop_hw, ori_hw) in enumerate(zip(crop_hws, ori_hws)):
+            feeds = dict(shape_feeds(crop_hw, ori_hw), image=batch[i:i + 1])
+            start = time.perf_counter()
+            if self.split:
+                cate_scores, kernels, mask_feat = self.runners["network"](feeds)
+                forward_done = time.perf_counter()
+                outputs = self.runners["postprocess"](dict(
+                    feeds, cate_scores=cate_scores, kernels=kernels, mask_feat=mask_feat))
+                times.add("forward", forward_done - start)
+                times.add("postprocess", time.perf_counter() - forward_done)
+            else:
+                outputs = self.runners["model"](feeds)
+                times.add("model", time.perf_counter() - start)
+            masks, labels, scores, boxes = outputs
+            results.append({"masks": masks.astype(bool), "labels": labels.astype(np.int64),
+                            "scores": scores.astype(np.float32),
+                            "boxes": boxes.astype(np.float32)})
+        return results
+
+
+def add_engine_arguments(parser):
+    """``--engine`` and ``--model-dir``, as demo.py and eval.py take them."""
+    parser.add_argument("--engine", choices=ENGINES, default="dygraph",
+                        help="dygraph: model code + weights file; paddle-inference / onnx: "
+                             "the folder tools/export_model.py wrote (default dygraph)")
+    parser.add_argument("--model-dir", help="exported folder for --engine paddle-inference / "
+                                            "onnx (default inference_model/<config name>)")
+    return parser
+
+
+def load_engine(engine, cfg, config_number=None, model_path=None, model_dir=None,
+                threads=2, split=False):
+    """(predictor, preprocessing style) for ``engine``; the one call demo.py, eval.py and
+    tools/benchmark.py make.
+
+    dygraph reads ``model_path`` (default cfg.test_cfg.model_path); the exported engines
+    read ``model_dir`` (default inference_model/<config name>) and take the preprocessing
+    style recorded there at export. Raises EngineError, or the weight loader's errors.
+    """
+    if engine == "dygraph":
+        from .predictor import load_predictor
+
+        return load_predictor(cfg, model_path or cfg.test_cfg.model_path, config_number)
+    if engine not in ENGINES:
+        raise EngineError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    from .export_model import default_output, postprocess_settings
+
+    model_dir = model_dir or default_output(cfg)
+    info = read_deploy_info(model_dir)
+    if info["config"] != cfg.name:
+        raise EngineError(f"{model_dir} holds {info['config']}, not {cfg.name}; pass the "
+                          "matching --config")
+    # The post-processing thresholds are part of the exported graph: a different value on
+    # the command line would be silently ignored, so it is an error instead.
+    wanted, exported = postprocess_settings(cfg), info.get("postprocess", {})
+    differ = [f"test_cfg.{k}={wanted[k]!r} (exported with {exported.get(k)!r})"
+              for k in wanted if exported.get(k) != wanted[k]]
+    if differ:
+        raise EngineError(f"{model_dir} was exported with other post-processing settings: "
+                          f"{', '.join(differ)}; export again with the same key=value "
+                          "overrides")
+    return ExportedPredictor(model_dir, engine, threads, split), info["preprocess"]
