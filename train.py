@@ -22,6 +22,7 @@ from tools.checkpoints import checkpoint_dir, list_checkpoints, load_latest, res
 from tools.coco import AnnotationError
 from tools.convert import ConversionError
 from tools.engine import NonFiniteLoss, Trainer
+from tools.predictor import use_all_cpu_cores
 from tools.train_setup import (
     build_evaluation,
     build_train_loader,
@@ -101,6 +102,8 @@ def main(argv=None):
               file=sys.stderr)
         return 1
     paddle.seed(args.seed)
+    if not paddle.is_compiled_with_cuda():
+        use_all_cpu_cores(processes=world)
     log(config_table(cfg))
     output_dir = os.path.join(cfg.train_cfg.output_dir, cfg.name)
     os.makedirs(output_dir, exist_ok=True)
