@@ -48,8 +48,10 @@ def matrix_nms(masks, labels, scores, kernel="gaussian", sigma=2.0, sum_masks=No
         of the same class of f(iou_ij) / f(max iou of i with any higher-scored mask of its
         class), which approximates how far i itself was suppressed.
 
-    Written with broadcasting and no branch on n, so it also runs in an exported graph and
-    for n = 0.
+    Only IoUs within a class enter, so running eagerly each class is decayed on its own:
+    the same numbers (the IoUs are exact pixel counts either way) for a fraction of the
+    n x n x pixels IoU product. In an exported graph, where a loop over the classes
+    present would depend on the data, one dense product serves all classes.
     """
     if kernel not in ("gaussian", "linear"):
         raise ValueError(f"Matrix NMS kernel must be 'gaussian' or 'linear', got {kernel!r}")
@@ -59,6 +61,21 @@ def matrix_nms(masks, labels, scores, kernel="gaussian", sigma=2.0, sum_masks=No
     if sum_masks is None:
         sum_masks = flat.sum(axis=1)
     sum_masks = sum_masks.astype("float32")
+    if not paddle.in_dynamic_mode() or labels.shape[0] == 0:
+        return scores * decay_coefficients(flat, labels, sum_masks, kernel, sigma)
+    classes = labels.numpy()
+    members = [np.flatnonzero(classes == c) for c in np.unique(classes)]
+    coefficients = [decay_coefficients(*_take(paddle.to_tensor(m), flat, labels, sum_masks),
+                                       kernel, sigma) for m in members]
+    # Back from class order to score order.
+    position = paddle.to_tensor(np.argsort(np.concatenate(members), kind="stable"))
+    return scores * paddle.gather(paddle.concat(coefficients), position)
+
+
+def decay_coefficients(flat, labels, sum_masks, kernel, sigma):
+    """The dense form of Eq. 4: [n, P] masks (score order), [n] labels and areas -> [n]
+    decay factors. Written with broadcasting and no branch on n, so it also runs in an
+    exported graph and for n = 0."""
     inter = paddle.matmul(flat, flat, transpose_y=True)
     union = sum_masks.unsqueeze(1) + sum_masks.unsqueeze(0) - inter
     iou = paddle.triu(inter / union, diagonal=1)
@@ -73,13 +90,28 @@ def matrix_nms(masks, labels, scores, kernel="gaussian", sigma=2.0, sum_masks=No
         decay = paddle.exp(-sigma * decay_iou ** 2) / paddle.exp(-sigma * compensate_iou ** 2)
     else:
         decay = (1 - decay_iou) / (1 - compensate_iou)
-    # Likewise a row of ones joins the minimum: row 0 always has compensate 0 and so a
-    # decay <= 1 in every column, hence the extra row never decides.
-    return scores * paddle.concat([paddle.ones_like(zeros), decay]).min(axis=0)
+    # Likewise a row of ones joins the minimum. Each column's minimum is <= 1 anyway (row 0
+    # has compensate 0, so its decay is f(iou) <= 1 within the class and exactly 1 across
+    # classes), hence the extra row never decides -- and a class's decays are the same
+    # whether or not other classes share the matrix.
+    return paddle.concat([paddle.ones_like(zeros), decay]).min(axis=0)
 
 
 def _take(index, *tensors):
     return [paddle.gather(t, index) for t in tensors]
+
+
+def _rows(index, first, second):
+    """Rows ``index`` of concat([first, second]) in that order, without concatenating the
+    two (large) tensors: each side gives its rows, and one small gather restores the order."""
+    split = paddle.shape(first)[0]
+    from_first = paddle.nonzero(index < split).flatten()
+    from_second = paddle.nonzero(index >= split).flatten()
+    rows = paddle.concat([paddle.gather(first, paddle.gather(index, from_first)),
+                          paddle.gather(second, paddle.gather(index, from_second) - split)])
+    # rows holds the first-side picks, then the second-side ones; put them back in order.
+    position = paddle.argsort(paddle.concat([from_first, from_second]))
+    return paddle.gather(rows, position)
 
 
 def _top(scores, k):
@@ -146,19 +178,20 @@ def segment(cate_scores, kernels, mask_feat, cell_strides, crop_hw, ori_hw, cfg,
     feat_hw = paddle.shape(mask_feat)[1:].astype("int32")
 
     def rescored_masks(index):
-        """Steps 2-4 for the candidates at ``index``: (mask probabilities, binary masks,
-        areas, re-scored scores, labels) of those whose mask is larger than the stride."""
-        cells, labels = candidates[:, 0], candidates[:, 1]
-        cells, labels, cand_scores = _take(index, cells, labels, scores)
+        """Steps 2-4 for the candidates at ``index``: (mask probabilities [m, h*w],
+        re-scored scores [m], labels [m], mask areas [m]); the score is -1 where the mask
+        is not larger than its level's stride. The large probability tensor is returned
+        whole, and only the rows that go on are gathered later."""
+        cells, labels, cand_scores = _take(index, candidates[:, 0], candidates[:, 1], scores)
         kernels_, strides = _take(cells, kernels, cell_strides)
-        seg_preds = F.sigmoid(paddle.matmul(kernels_, flat_feat))  # [m, h*w]
+        seg_preds = F.sigmoid(paddle.matmul(kernels_, flat_feat))
         seg_masks = (seg_preds > cfg.mask_thr).astype("float32")
         sum_masks = seg_masks.sum(axis=1)
-        keep = paddle.nonzero(sum_masks > strides).flatten()
-        seg_preds, seg_masks, sum_masks, cand_scores, labels = _take(
-            keep, seg_preds, seg_masks, sum_masks, cand_scores, labels)
-        maskness = (seg_preds * seg_masks).sum(axis=1) / sum_masks
-        return seg_preds, seg_masks, sum_masks, cand_scores * maskness, labels
+        # Areas of kept masks exceed the stride (>= 8), so the clip only guards the rest.
+        maskness = (seg_preds * seg_masks).sum(axis=1) / paddle.clip(sum_masks, min=1.0)
+        rescored = paddle.where(sum_masks > strides, cand_scores * maskness,
+                                paddle.full_like(cand_scores, -1.0))
+        return seg_preds, rescored, labels, sum_masks
 
     # Only the nms_pre best re-scored masks go on, and re-scoring never raises a score
     # (maskness <= 1). So masks are first computed for the 2 * nms_pre best-scored
@@ -168,21 +201,24 @@ def segment(cate_scores, kernels, mask_feat, cell_strides, crop_hw, ori_hw, cfg,
     by_score = paddle.argsort(scores, descending=True)
     first = rescored_masks(by_score[:2 * cfg.nms_pre])
     floor = paddle.full([cfg.nms_pre], -1.0, "float32")  # fewer than nms_pre: take all
-    bar = paddle.concat([paddle.sort(first[3], descending=True), floor])[cfg.nms_pre - 1]
+    bar = paddle.concat([paddle.sort(first[1], descending=True), floor])[cfg.nms_pre - 1]
     rest = by_score[2 * cfg.nms_pre:]
     rest = paddle.gather(rest, paddle.nonzero(paddle.gather(scores, rest) >= bar).flatten())
-    seg_preds, seg_masks, sum_masks, scores, labels = [
-        paddle.concat(pair) for pair in zip(first, rescored_masks(rest))]
+    second = rescored_masks(rest)
 
-    order = _top(scores, cfg.nms_pre)
-    seg_preds, seg_masks, sum_masks, scores, labels = _take(
-        order, seg_preds, seg_masks, sum_masks, scores, labels)
+    # The nms_pre best masks larger than their stride, as indices into first + second.
+    scores, labels, sum_masks = [paddle.concat(pair) for pair in zip(first[1:], second[1:])]
+    valid = paddle.nonzero(scores > 0).flatten()
+    chosen = paddle.gather(valid, _top(paddle.gather(scores, valid), cfg.nms_pre))
+    seg_preds = _rows(chosen, first[0], second[0])
+    scores, labels, sum_masks = _take(chosen, scores, labels, sum_masks)
+
+    seg_masks = (seg_preds > cfg.mask_thr).astype("float32")
     scores = matrix_nms(seg_masks, labels, scores, kernel=cfg.nms_kernel,
                         sigma=cfg.nms_sigma, sum_masks=sum_masks)
 
     keep = paddle.nonzero(scores >= cfg.update_thr).flatten()
-    seg_preds, scores, labels = _take(keep, seg_preds, scores, labels)
-    order = _top(scores, cfg.max_per_img)
+    order = paddle.gather(keep, _top(paddle.gather(scores, keep), cfg.max_per_img))
     seg_preds, scores, labels = _take(order, seg_preds, scores, labels)
 
     # The count is explicit and stays in the first place: -1 cannot be inferred when there

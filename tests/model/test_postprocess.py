@@ -3,7 +3,14 @@ import paddle
 import pytest
 
 from config import Section
-from model.postprocess import cell_strides, get_seg_single, masks_to_boxes, matrix_nms, points_nms
+from model.postprocess import (
+    cell_strides,
+    decay_coefficients,
+    get_seg_single,
+    masks_to_boxes,
+    matrix_nms,
+    points_nms,
+)
 
 CFG = Section(score_thr=0.1, mask_thr=0.5, nms_pre=500, nms_kernel="gaussian", nms_sigma=2.0,
               update_thr=0.05, max_per_img=100)
@@ -51,6 +58,22 @@ def test_matrix_nms_matches_brute_force(kernel):
     expected = brute_force_matrix_nms(masks, labels, scores, kernel, 2.0)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     assert got[0] == scores[0]  # nothing is above the best mask
+
+
+def test_per_class_matrix_nms_equals_the_dense_form_exactly():
+    # Eagerly, each class is decayed on its own; an exported graph uses one dense product.
+    rng = np.random.RandomState(3)
+    n = 60
+    masks = rng.uniform(size=(n, 12, 12)) > 0.6
+    labels = rng.randint(0, 5, n)
+    scores = np.sort(rng.uniform(0.1, 1.0, n))[::-1].astype(np.float32)
+    flat = paddle.to_tensor(masks.reshape(n, -1).astype(np.float32))
+    for kernel in ("gaussian", "linear"):
+        eager = matrix_nms(paddle.to_tensor(masks), paddle.to_tensor(labels),
+                           paddle.to_tensor(scores), kernel=kernel).numpy()
+        dense = scores * decay_coefficients(flat, paddle.to_tensor(labels), flat.sum(axis=1),
+                                            kernel, 2.0).numpy()
+        np.testing.assert_array_equal(eager, dense)
 
 
 def test_matrix_nms_decays_duplicates_only_within_a_class():
