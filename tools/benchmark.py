@@ -233,7 +233,8 @@ def parse_args(argv=None):
                         "exported into --cache)")
     parser.add_argument("--cache", default=".benchmark_cache",
                         help="where fixture weights and the export are kept")
-    parser.add_argument("--threads", type=int, default=2, help="threads of the exported engines")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads of the exported engines (default: every core)")
     parser.add_argument("--sweep", type=lambda t: [int(n) for n in t.split(",")],
                         help="also time the post-processing alone with the best N "
                              "candidates of the first image, for each N in a comma list")

@@ -19,6 +19,8 @@ import time
 
 import numpy as np
 
+from .predictor import cpu_cores
+
 ENGINES = ("dygraph", "paddle-inference", "onnx")
 
 
@@ -54,11 +56,11 @@ class PaddleInferenceRunner:
 
     ONEDNN_ERRORS = (NotImplementedError, ValueError, RuntimeError)
 
-    def __init__(self, prefix, threads=2, onednn="auto"):
+    def __init__(self, prefix, threads=None, onednn="auto"):
         from paddle import inference
 
         self._inference = inference
-        self.prefix, self.threads = prefix, threads
+        self.prefix, self.threads = prefix, threads or cpu_cores()
         if not os.path.exists(prefix + ".json"):
             raise EngineError(f"{prefix}.json not found; export the model again")
         self.auto = onednn == "auto"
@@ -105,9 +107,10 @@ class PaddleInferenceRunner:
 
 
 class OnnxRunner:
-    """One ONNX file in an onnxruntime CPU session with ``threads`` intra-op threads."""
+    """One ONNX file in an onnxruntime CPU session with ``threads`` intra-op threads (default
+    every core)."""
 
-    def __init__(self, path, threads=2):
+    def __init__(self, path, threads=None):
         try:
             import onnxruntime
         except ImportError:
@@ -117,8 +120,10 @@ class OnnxRunner:
             raise EngineError(f"{path} not found; export with ONNX (tools/export_model.py "
                               "without --no-onnx; see deploy.json for why it may be missing)")
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = threads or cpu_cores()
         options.inter_op_num_threads = 1
+        # Errors only: graph optimisation otherwise prints a warning per node it leaves.
+        options.log_severity_level = 3
         self.session = onnxruntime.InferenceSession(path, options,
                                                     providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
@@ -143,7 +148,7 @@ class ExportedPredictor:
     after the other and times them as 'forward' and 'postprocess'.
     """
 
-    def __init__(self, model_dir, engine, threads=2, split=False, onednn="auto"):
+    def __init__(self, model_dir, engine, threads=None, split=False, onednn="auto"):
         self.info = read_deploy_info(model_dir)
         self.engine, self.split = engine, split
         parts = ("network", "postprocess") if split else ("model",)
@@ -202,7 +207,7 @@ def add_engine_arguments(parser):
 
 
 def load_engine(engine, cfg, config_number=None, model_path=None, model_dir=None,
-                threads=2, split=False):
+                threads=None, split=False):
     """(predictor, preprocessing style) for ``engine``; the one call demo.py, eval.py and
     tools/benchmark.py make.
 

@@ -3,9 +3,9 @@
     python tools/make_synthetic_coco.py --out data/shapes --train 200 --val 40
 
 Writes OUT/{train,val}/*.png, OUT/annotations/instances_{train,val}.json and
-OUT/classes.txt. Three classes (circle, square, triangle), 1-4 instances per image, polygon
-masks, may overlap. Everything is generated offline from a seed, so the quick tour in the
-README runs anywhere.
+OUT/classes.txt. Three classes (circle, square, triangle), 1-4 instances per image that do
+not overlap; each annotation is the polygon whose rasterised pixels were painted.
+Everything is generated offline from a seed, so the quick tour in the README runs anywhere.
 """
 
 import argparse
@@ -14,6 +14,7 @@ import os
 
 import cv2
 import numpy as np
+from pycocotools import mask as mask_utils
 
 CLASSES = ("circle", "square", "triangle")
 
@@ -27,19 +28,21 @@ def _background(rng, h, w):
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def _shape_mask(rng, kind, h, w):
-    mask = np.zeros((h, w), np.uint8)
+def _shape_polygon(rng, kind, h, w):
+    """Vertices [x0, y0, x1, y1, ...] of a random circle (a 48-gon), square or triangle."""
     size = rng.uniform(0.12, 0.35) * min(h, w)
     cx, cy = rng.uniform(size, w - size), rng.uniform(size, h - size)
-    if kind == "circle":
-        cv2.circle(mask, (int(cx), int(cy)), int(size), 1, -1)
-    else:
-        corners = 4 if kind == "square" else 3
-        angle = rng.uniform(0, 2 * np.pi)
-        points = [(cx + size * np.cos(angle + 2 * np.pi * k / corners),
-                   cy + size * np.sin(angle + 2 * np.pi * k / corners)) for k in range(corners)]
-        cv2.fillPoly(mask, [np.round(points).astype(np.int32)], 1)
-    return mask.astype(bool)
+    corners = {"circle": 48, "square": 4, "triangle": 3}[kind]
+    angle = rng.uniform(0, 2 * np.pi)
+    steps = angle + 2 * np.pi * np.arange(corners) / corners
+    return np.stack([cx + size * np.cos(steps), cy + size * np.sin(steps)], 1).ravel().tolist()
+
+
+def polygon_mask(polygon, h, w):
+    """The pixels COCO's own rasteriser (pycocotools) gives a polygon: painting exactly
+    these makes the annotation and the image agree to the pixel."""
+    rle = mask_utils.merge(mask_utils.frPyObjects([polygon], h, w))
+    return mask_utils.decode(rle).astype(bool)
 
 
 def mask_to_polygons(mask):
@@ -50,7 +53,9 @@ def mask_to_polygons(mask):
 
 
 def make_split(folder, split, count, rng, size=(192, 256), start_id=1):
-    """Generate ``count`` images; returns the COCO dict for the split."""
+    """Generate ``count`` images; returns the COCO dict for the split.
+
+    Shapes do not overlap, so each polygon annotation is exactly the painted region."""
     os.makedirs(os.path.join(folder, split), exist_ok=True)
     images, annotations = [], []
     h, w = size
@@ -59,8 +64,14 @@ def make_split(folder, split, count, rng, size=(192, 256), start_id=1):
         occupied = np.zeros((h, w), bool)
         for _ in range(rng.randint(1, 5)):
             label = rng.randint(len(CLASSES))
-            mask = _shape_mask(rng, CLASSES[label], h, w) & ~occupied
-            if mask.sum() < 64:
+            for _attempt in range(10):
+                polygon = _shape_polygon(rng, CLASSES[label], h, w)
+                mask = polygon_mask(polygon, h, w)
+                # One pixel of clearance, so neighbouring shapes stay separate instances.
+                grown = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+                if mask.sum() >= 64 and not (grown & occupied).any():
+                    break
+            else:
                 continue
             color = rng.uniform(0, 255, 3)
             image[mask] = (0.85 * color + 0.15 * image[mask]).astype(np.uint8)
@@ -71,7 +82,7 @@ def make_split(folder, split, count, rng, size=(192, 256), start_id=1):
                 "id": len(annotations) + start_id, "image_id": i + start_id,
                 "category_id": label + 1, "iscrowd": 0, "area": float(mask.sum()),
                 "bbox": [x0, y0, float(xs.max()) + 1 - x0, float(ys.max()) + 1 - y0],
-                "segmentation": mask_to_polygons(mask)})
+                "segmentation": [polygon]})
         name = f"{split}_{i:05d}.png"
         cv2.imwrite(os.path.join(folder, split, name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
         images.append({"id": i + start_id, "file_name": name, "height": h, "width": w})

@@ -202,10 +202,15 @@ def use_all_cpu_cores(processes=1):
     """
     from paddle.base import core
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    count = max(int(cores or 1) // max(processes, 1), 1)
+    count = max(cpu_cores() // max(processes, 1), 1)
     core.set_num_threads(count)
     return count
+
+
+def cpu_cores():
+    """Cores this process may run on."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(int(cores or 1), 1)
 
 
 def load_predictor(cfg, model_path, config_number=None):
