@@ -40,29 +40,14 @@ STAGES = (("read", "read"), ("preprocess", "preprocess"), ("forward", "forward")
 
 
 def fixture_weights(cfg, number, folder):
-    """Convert deterministic fixture weights for config ``number`` (tests/fixtures) into
-    ``folder``; returns the converted path (cached)."""
-    from tests.fixtures import weights as fx
-    from tools.convert import convert_file
+    """Deterministic fixture weights for config ``number`` (tests/fixtures), written in the
+    published container and converted into ``folder``; returns the converted path (cached)."""
+    from tests.fixtures.converted import converted_checkpoint
 
     path = os.path.join(folder, f"fixture_{cfg.name}.pdparams")
-    if os.path.exists(path):
-        return path
-    os.makedirs(folder, exist_ok=True)
-    # The loader tells containers apart by extension, as for the published files.
-    source = os.path.join(folder, f"fixture_source_{cfg.name}" +
-                          (".pth" if number == 1 else ".pdparams"))
-    if number in (0, 2):
-        keys = fx.ppdet_static_keys(**(fx.STATIC_R50 if number == 0 else fx.STATIC_LIGHT_512))
-        fx.save_fluid_pickle(source, fx.make_state(keys))
-    elif number == 1:
-        fx.save_mmcv_pth(source, fx.make_state(fx.read_keys(
-            "solo_solov2_light_448_r50_fpn_8gpu_3x.keys")))
-    else:
-        fx.save_paddle2_pdparams(source, fx.make_state(fx.read_keys(
-            "ppdet2_solov2_r50_enhance_coco.keys")))
-    convert_file(cfg, source, path)
-    os.remove(source)
+    if not os.path.exists(path):
+        os.makedirs(folder, exist_ok=True)
+        converted_checkpoint(path, number, cfg.num_classes)
     return path
 
 
