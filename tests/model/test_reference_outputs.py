@@ -4,6 +4,13 @@ tests/fixtures/goldens/*.npz were produced by running the ORIGINAL code -- WXinl
 mmdet 1.0 SOLOv2 on CPU PyTorch, and PaddleDetection 2.6's SOLOv2 -- with the fixture
 weights of tests/fixtures/weights.py on the input below, keeping every k-th element of each
 raw output (k stored alongside). Here the same weights go through our converter and model.
+
+static_light512 covers config 2, whose published file comes from PaddleDetection 0.5 (static
+graph), which cannot run here. Its golden is PaddleDetection 2.6's dygraph SOLOv2 built with
+config 2's architecture (ResNet50-vd, DCNv2 in res3-res5 and in the last head tower conv,
+3 stacked convs, 128-channel kernels and mask features), given the fixture weights in the
+static file's layout after our converter; the static file has no bias on the head's DCN
+convs, so PaddleDetection 2.6's got zeros.
 """
 
 import os
@@ -16,7 +23,15 @@ import pytest
 from config import load_config
 from model import build_model, build_postprocess
 from model.postprocess import points_nms
-from tests.fixtures.weights import make_state, read_keys, save_mmcv_pth, save_paddle2_pdparams
+from tests.fixtures.weights import (
+    STATIC_LIGHT_512,
+    make_state,
+    ppdet_static_keys,
+    read_keys,
+    save_fluid_pickle,
+    save_mmcv_pth,
+    save_paddle2_pdparams,
+)
 from tools.convert import convert_file, load_weights
 
 GOLDENS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures", "goldens")
@@ -25,6 +40,7 @@ CASES = [
     ("solo_light448", 1, "solo_solov2_light_448_r50_fpn_8gpu_3x.keys", "pth"),
     ("ppdet2_r50", 0, "ppdet2_solov2_r50_fpn_3x_coco.keys", "pdparams"),
     ("ppdet2_enhance", 3, "ppdet2_solov2_r50_enhance_coco.keys", "pdparams"),
+    ("static_light512", 2, None, "static"),
 ]
 
 
@@ -37,6 +53,9 @@ def converted_model(tmp_path, number, keys, container):
         pytest.importorskip("torch")
         source = str(tmp_path / "source.pth")
         save_mmcv_pth(source, make_state(read_keys(keys)), legacy=True)
+    elif container == "static":
+        source = str(tmp_path / "source.pdparams")
+        save_fluid_pickle(source, make_state(ppdet_static_keys(**STATIC_LIGHT_512)))
     else:
         source = str(tmp_path / "source.pdparams")
         save_paddle2_pdparams(source, make_state(read_keys(keys)))
