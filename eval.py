@@ -25,7 +25,6 @@ from tools.evaluation import (
     load_set_and_model,
     positive_int,
     run_eval,
-    weights_source,
 )
 
 # Problems with the user's files or settings: a message, no traceback, exit status 1.
@@ -59,16 +58,11 @@ def main(argv=None):
         if args.from_json:
             eval_saved(CocoSet(cfg.val_path, cfg.val_pre_path), args.from_json, args.per_class)
             return 0
-        coco, predictor, style = load_set_and_model(cfg, args.config, cfg.val_path,
-                                                    cfg.val_pre_path, args.engine,
-                                                    args.model_dir)
-        model_path = weights_source(cfg, args.engine, args.model_dir)
-        batch_size = cfg.eval_cfg.batch_size
-        print(f"{len(coco.image_ids)} images in {cfg.val_path}; weights {model_path}; "
-              f"preprocessing style {style!r}; batch size {batch_size}")
+        coco, predictor, style, model_path = load_set_and_model(cfg, args, cfg.val_path,
+                                                                cfg.val_pre_path)
         run_eval(predictor, style, cfg, coco,
                  args.output or default_results_path(cfg, model_path, cfg.val_path),
-                 batch_size, args.workers, args.limit, args.per_class,
+                 cfg.eval_cfg.batch_size, args.workers, args.limit, args.per_class,
                  meta={"model_path": model_path, "config": cfg.name, "preprocess": style})
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)

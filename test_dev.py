@@ -21,7 +21,6 @@ from tools.evaluation import (
     load_set_and_model,
     output_folder,
     predict_coco,
-    weights_source,
 )
 
 USER_ERRORS = (AnnotationError, WeightFileError, ConversionError, EngineError,
@@ -46,17 +45,13 @@ def main(argv=None):
         return 1
     print(config_table(cfg))
     try:
-        coco, predictor, style = load_set_and_model(cfg, args.config, cfg.test_path,
-                                                    cfg.test_pre_path, args.engine,
-                                                    args.model_dir)
+        coco, predictor, style, model_path = load_set_and_model(cfg, args, cfg.test_path,
+                                                                cfg.test_pre_path)
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    model_path = weights_source(cfg, args.engine, args.model_dir)
     folder = args.output or output_folder(cfg, model_path)
     batch_size = cfg.eval_cfg.batch_size
-    print(f"{len(coco.image_ids)} images in {cfg.test_path}; weights {model_path}; "
-          f"preprocessing style {style!r}; batch size {batch_size}")
     preds = predict_coco(predictor, style, cfg, coco, batch_size=batch_size,
                          workers=args.workers, desc="test-dev")
     print(preds.timing(batch_size))

@@ -148,7 +148,8 @@ def mask_boxes(masks):
     return paddle.stack([x0, y0, x1, y1], axis=1)
 
 
-def segment(cate_scores, kernels, mask_feat, cell_strides, crop_hw, ori_hw, cfg, chunk=None):
+def segment(cate_scores, kernels, mask_feat, cell_strides, crop_hw, ori_hw, cfg, chunk=None,
+            boxes=True):
     """Masks for one image, as tensors.
 
     Args:
@@ -164,6 +165,8 @@ def segment(cate_scores, kernels, mask_feat, cell_strides, crop_hw, ori_hw, cfg,
             update_thr, max_per_img).
         chunk: resize this many masks at a time in the last step (bounds memory; same
             result). Only when running eagerly; an exported graph resizes all at once.
+        boxes: False skips the boxes (None in their place) when running eagerly, for a
+            caller that takes them from the numpy masks (:func:`masks_to_boxes`, faster).
 
     Returns:
         masks [k, H, W] bool, labels [k] int64, scores [k] float32, boxes [k, 4] float32,
@@ -231,7 +234,7 @@ def segment(cate_scores, kernels, mask_feat, cell_strides, crop_hw, ori_hw, cfg,
                  for i in range(0, seg_preds.shape[1], chunk)]
         masks = paddle.concat(parts) if parts else paste_masks(seg_preds, feat_hw, crop_hw,
                                                                ori_hw, cfg.mask_thr)
-        return masks, labels, scores, mask_boxes(masks)
+        return masks, labels, scores, mask_boxes(masks) if boxes else None
     # In a saved graph Paddle Inference's resize returns a tensor of unknown rank when it
     # gets no mask at all, and the next op fails; so one empty mask rides along behind
     # the real ones and is cut off at the end.
@@ -255,10 +258,11 @@ def get_seg_single(cate_scores, kernels, mask_feat, cell_strides, crop_hw, ori_h
     """:func:`segment` for eager use: ``crop_hw`` and ``ori_hw`` are int pairs and the
     result is a dict of numpy arrays (masks [k, H, W] bool, labels [k] int64, scores [k]
     float32, boxes [k, 4] float32), best first; k may be 0."""
-    masks, labels, scores, boxes = segment(cate_scores, kernels, mask_feat, cell_strides,
-                                           tuple(crop_hw), tuple(ori_hw), cfg, chunk)
-    return {"masks": masks.numpy(), "labels": labels.numpy().astype(np.int64),
-            "scores": scores.numpy().astype(np.float32), "boxes": boxes.numpy()}
+    masks, labels, scores, _ = segment(cate_scores, kernels, mask_feat, cell_strides,
+                                       tuple(crop_hw), tuple(ori_hw), cfg, chunk, boxes=False)
+    masks = masks.numpy()
+    return {"masks": masks, "labels": labels.numpy().astype(np.int64),
+            "scores": scores.numpy().astype(np.float32), "boxes": masks_to_boxes(masks)}
 
 
 def cell_strides(num_grids, strides):

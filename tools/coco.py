@@ -16,6 +16,18 @@ class AnnotationError(Exception):
     """An annotation file that is missing or not a usable COCO-style json."""
 
 
+def read_json(path, error, what="file"):
+    """The parsed contents of the json file ``path``; raises ``error`` (an exception class)
+    with a message when the file is missing (``what`` names it) or is not json."""
+    if not os.path.isfile(path):
+        raise error(f"{what} not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise error(f"{path}: not valid json ({err})") from None
+
+
 class CocoSet:
     """Args:
         ann_file: COCO-style json (instances_*.json, or image_info_*.json without
@@ -26,13 +38,7 @@ class CocoSet:
     def __init__(self, ann_file, image_dir):
         from pycocotools.coco import COCO
 
-        if not os.path.isfile(ann_file):
-            raise AnnotationError(f"annotation file not found: {ann_file}")
-        try:
-            with open(ann_file, encoding="utf-8") as f:
-                data = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise AnnotationError(f"{ann_file}: not valid json ({err})") from None
+        data = read_json(ann_file, AnnotationError, "annotation file")
         if not isinstance(data, dict) or "images" not in data or "categories" not in data:
             raise AnnotationError(f"{ann_file}: a COCO-style file needs 'images' and "
                                   "'categories' lists")

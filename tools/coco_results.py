@@ -14,6 +14,8 @@ import zipfile
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from .coco import read_json
+
 RECORD_KEYS = ("image_id", "category_id", "score")
 
 
@@ -71,13 +73,7 @@ def write_json(path, data):
 def read_results(path):
     """Records from a results json written by :func:`write_json` (or any COCO results
     file with segmentation or bbox fields). Raises ResultsFileError when unusable."""
-    if not os.path.isfile(path):
-        raise ResultsFileError(f"results file not found: {path}")
-    try:
-        with open(path, encoding="utf-8") as f:
-            records = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ResultsFileError(f"{path}: not valid json ({err})") from None
+    records = read_json(path, ResultsFileError, "results file")
     if not isinstance(records, list):
         raise ResultsFileError(f"{path}: a COCO results file is a list of records")
     for i, record in enumerate(records):
@@ -99,11 +95,7 @@ def read_info(results_path):
     path = info_path(results_path)
     if not os.path.isfile(path):
         return {}
-    try:
-        with open(path, encoding="utf-8") as f:
-            info = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ResultsFileError(f"{path}: not valid json ({err})") from None
+    info = read_json(path, ResultsFileError)
     return info if isinstance(info, dict) else {}
 
 

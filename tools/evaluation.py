@@ -122,19 +122,22 @@ def load_eval_config(args):
     return cfg
 
 
-def load_set_and_model(cfg, config_number, ann_file, image_dir, engine="dygraph",
-                       model_dir=None):
-    """(CocoSet, predictor, preprocessing style) for eval.py and test_dev.py: the dygraph
-    model with ``eval_cfg.model_path``, or an exported model (``engine``, ``model_dir``).
-    Raises AnnotationError / WeightFileError / ConversionError / EngineError with a message
-    for the user."""
+def load_set_and_model(cfg, args, ann_file, image_dir):
+    """(CocoSet, predictor, preprocessing style, weights source) for eval.py and
+    test_dev.py: the dygraph model with ``eval_cfg.model_path``, or the exported model that
+    ``args.engine`` and ``args.model_dir`` name. Prints one line on what will run. Raises
+    AnnotationError / WeightFileError / ConversionError / EngineError with a message for the
+    user."""
     coco = CocoSet(ann_file, image_dir)
     coco.check_classes(cfg.num_classes)
-    if engine == "dygraph" and not cfg.eval_cfg.model_path:
+    if args.engine == "dygraph" and not cfg.eval_cfg.model_path:
         raise WeightFileError("no weights given: set eval_cfg.model_path=PATH")
-    predictor, style = load_engine(engine, cfg, config_number, cfg.eval_cfg.model_path,
-                                   model_dir)
-    return coco, predictor, style
+    predictor, style = load_engine(args.engine, cfg, args.config, cfg.eval_cfg.model_path,
+                                   args.model_dir)
+    source = weights_source(cfg, args.engine, args.model_dir)
+    print(f"{len(coco.image_ids)} images in {ann_file}; weights {source}; "
+          f"preprocessing style {style!r}; batch size {cfg.eval_cfg.batch_size}")
+    return coco, predictor, style, source
 
 
 def weights_source(cfg, engine="dygraph", model_dir=None):

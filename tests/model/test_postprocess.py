@@ -7,6 +7,7 @@ from model.postprocess import (
     cell_strides,
     decay_coefficients,
     get_seg_single,
+    mask_boxes,
     masks_to_boxes,
     matrix_nms,
     points_nms,
@@ -214,3 +215,12 @@ def test_masks_to_boxes():
     masks[1, 9, 11] = True
     boxes = masks_to_boxes(masks)
     np.testing.assert_array_equal(boxes, [[3, 2, 9, 5], [11, 9, 12, 10], [0, 0, 0, 0]])
+
+
+def test_mask_boxes_in_the_graph_equal_the_numpy_boxes():
+    # The eager path takes boxes from numpy masks, the exported graph from tensors.
+    masks = np.random.RandomState(0).rand(6, 40, 50) > 0.995
+    masks[2] = False
+    masks[4, 39, 49] = True
+    np.testing.assert_array_equal(mask_boxes(paddle.to_tensor(masks)).numpy(),
+                                  masks_to_boxes(masks))
