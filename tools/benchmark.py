@@ -264,7 +264,7 @@ def main(argv=None):
         predictor, style = load_engine(engine, cfg, args.config, model_path=weights,
                                        model_dir=model_dir, threads=args.threads, split=True)
         results[engine] = time_engine(predictor, style, cfg, paths, repeats, class_names)
-        if hasattr(predictor, "description"):
+        if getattr(predictor, "description", engine) != engine:  # e.g. how oneDNN ran
             notes.append(predictor.description)
         print(f"{engine}: {statistics.median(results[engine][0]):.3f} images/s", flush=True)
         if args.sweep:
