@@ -148,9 +148,8 @@ def mask_boxes(masks):
     return paddle.stack([x0, y0, x1, y1], axis=1)
 
 
-def segment(cate_scores, kernels, mask_feat, cell_strides, crop_hw, ori_hw, cfg, chunk=None,
-            boxes=True):
-    """Masks for one image, as tensors.
+def segment(cate_scores, kernels, mask_feat, cell_strides, crop_hw, ori_hw, cfg):
+    """Masks for one image, as tensors: what the exported inference graph computes.
 
     Args:
         cate_scores: [L, C] category probabilities after points NMS, L = sum(S^2) cells in
@@ -163,18 +162,31 @@ def segment(cate_scores, kernels, mask_feat, cell_strides, crop_hw, ori_hw, cfg,
             tensors (in an exported graph they come from the inputs).
         cfg: test settings (score_thr, mask_thr, nms_pre, nms_kernel, nms_sigma,
             update_thr, max_per_img).
-        chunk: resize this many masks at a time in the last step (bounds memory; same
-            result). Only when running eagerly; an exported graph resizes all at once.
-        boxes: False skips the boxes (None in their place) when running eagerly, for a
-            caller that takes them from the numpy masks (:func:`masks_to_boxes`, faster).
 
     Returns:
         masks [k, H, W] bool, labels [k] int64, scores [k] float32, boxes [k, 4] float32,
         best first; k may be 0.
 
     Nothing here branches on data in Python and every step accepts k = 0, so the same
-    code runs eagerly and as part of an exported inference graph.
+    code runs eagerly and as part of an exported inference graph. All k masks are resized
+    at once; :func:`get_seg_single` is the eager form, which bounds memory.
     """
+    seg_preds, labels, scores = kept_masks(cate_scores, kernels, mask_feat, cell_strides, cfg)
+    count = paddle.shape(seg_preds)[1].astype("int32")
+    feat_hw = paddle.shape(mask_feat)[1:].astype("int32")
+    # In a saved graph Paddle Inference's resize returns a tensor of unknown rank when it
+    # gets no mask at all, and the next op fails; so one empty mask rides along behind
+    # the real ones and is cut off at the end.
+    empty = paddle.zeros([1, 1, feat_hw[0], feat_hw[1]], seg_preds.dtype)
+    seg_preds = paddle.concat([seg_preds, empty], axis=1)
+    masks = paste_masks(seg_preds, feat_hw, crop_hw, ori_hw, cfg.mask_thr)
+    return masks[:count], labels, scores, mask_boxes(masks)[:count]
+
+
+def kept_masks(cate_scores, kernels, mask_feat, cell_strides, cfg):
+    """Steps 1-5 for one image (arguments as in :func:`segment`): the mask probabilities
+    of the detections kept, [1, k, h, w] at the mask-feature size, with their labels [k]
+    and scores [k], best first."""
     candidates = paddle.nonzero(cate_scores > cfg.score_thr)
     scores = paddle.gather_nd(cate_scores, candidates)
     flat_feat = mask_feat.flatten(1)
@@ -229,19 +241,7 @@ def segment(cate_scores, kernels, mask_feat, cell_strides, crop_hw, ori_hw, cfg,
     # is right only where the input's dimension is that same count.
     count = paddle.shape(seg_preds)[0].astype("int32")
     seg_preds = seg_preds.reshape([count, feat_hw[0], feat_hw[1]]).unsqueeze(0)
-    if chunk and paddle.in_dynamic_mode():
-        parts = [paste_masks(seg_preds[:, i:i + chunk], feat_hw, crop_hw, ori_hw, cfg.mask_thr)
-                 for i in range(0, seg_preds.shape[1], chunk)]
-        masks = paddle.concat(parts) if parts else paste_masks(seg_preds, feat_hw, crop_hw,
-                                                               ori_hw, cfg.mask_thr)
-        return masks, labels, scores, mask_boxes(masks) if boxes else None
-    # In a saved graph Paddle Inference's resize returns a tensor of unknown rank when it
-    # gets no mask at all, and the next op fails; so one empty mask rides along behind
-    # the real ones and is cut off at the end.
-    empty = paddle.zeros([1, 1, feat_hw[0], feat_hw[1]], seg_preds.dtype)
-    seg_preds = paddle.concat([seg_preds, empty], axis=1)
-    masks = paste_masks(seg_preds, feat_hw, crop_hw, ori_hw, cfg.mask_thr)
-    return masks[:count], labels, scores, mask_boxes(masks)[:count]
+    return seg_preds, labels, scores
 
 
 def paste_masks(seg_preds, feat_hw, crop_hw, ori_hw, mask_thr):
@@ -257,10 +257,13 @@ def get_seg_single(cate_scores, kernels, mask_feat, cell_strides, crop_hw, ori_h
                    chunk=16):
     """:func:`segment` for eager use: ``crop_hw`` and ``ori_hw`` are int pairs and the
     result is a dict of numpy arrays (masks [k, H, W] bool, labels [k] int64, scores [k]
-    float32, boxes [k, 4] float32), best first; k may be 0."""
-    masks, labels, scores, _ = segment(cate_scores, kernels, mask_feat, cell_strides,
-                                       tuple(crop_hw), tuple(ori_hw), cfg, chunk, boxes=False)
-    masks = masks.numpy()
+    float32, boxes [k, 4] float32), best first; k may be 0. Masks are resized ``chunk`` at
+    a time (bounds memory; same result), and boxes come from the numpy masks."""
+    seg_preds, labels, scores = kept_masks(cate_scores, kernels, mask_feat, cell_strides, cfg)
+    feat_hw = paddle.shape(mask_feat)[1:].astype("int32")
+    parts = [paste_masks(seg_preds[:, i:i + chunk], feat_hw, crop_hw, ori_hw,
+                         cfg.mask_thr).numpy() for i in range(0, seg_preds.shape[1], chunk)]
+    masks = np.concatenate(parts) if parts else np.zeros((0, *ori_hw), bool)
     return {"masks": masks, "labels": labels.numpy().astype(np.int64),
             "scores": scores.numpy().astype(np.float32), "boxes": masks_to_boxes(masks)}
 
