@@ -130,9 +130,8 @@ def main(argv=None):
             "classes": os.path.join(output_dir, "classes.txt")}
     trainer = Trainer(cfg, model, net, optimizer, ema, base_lr, output_dir, rank, world,
                       amp=args.amp, evaluate=evaluate, meta=meta)
-    trainer.best_ap = best_ap
     try:
-        trainer.train(loader, sampler, start)
+        trainer.train(loader, sampler, start, best_ap)
     except NonFiniteLoss:
         return 1
     except KeyboardInterrupt:

@@ -198,8 +198,10 @@ class Trainer:
         self.log(f"weights identical on all {self.world_size} processes: "
                  f"{'yes' if same else 'NO'} (checksums {values})")
 
-    def train(self, loader, sampler, start_iter=0):
-        """Train from ``start_iter`` to train_cfg.max_iters. Returns the final model path."""
+    def train(self, loader, sampler, start_iter=0, best_ap=-math.inf):
+        """Train from ``start_iter`` to train_cfg.max_iters; ``best_ap`` is the best mask AP
+        of the run so far (when resuming). Returns the final model path."""
+        self.best_ap = best_ap
         try:
             return self._train(loader, sampler, start_iter)
         finally:
