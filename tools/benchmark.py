@@ -42,9 +42,12 @@ STAGES = (("read", "read"), ("preprocess", "preprocess"), ("forward", "forward")
 def fixture_weights(cfg, number, folder):
     """Deterministic fixture weights for config ``number`` (tests/fixtures), written in the
     published container and converted into ``folder``; returns the converted path (cached)."""
-    from tests.fixtures.converted import converted_checkpoint
+    from tests.fixtures.converted import SOURCES, converted_checkpoint
 
-    path = os.path.join(folder, f"fixture_{cfg.name}.pdparams")
+    if number not in SOURCES:
+        raise FileNotFoundError(f"no fixture weights for config {number} (only for "
+                                f"configs {sorted(SOURCES)}); pass --weights")
+    path = os.path.join(folder, f"fixture_{cfg.name}_{cfg.num_classes}classes.pdparams")
     if not os.path.exists(path):
         os.makedirs(folder, exist_ok=True)
         converted_checkpoint(path, number, cfg.num_classes)
@@ -238,7 +241,11 @@ def main(argv=None):
 
     args = parse_args(argv)
     overrides = list(args.overrides) + (["test_size=(128, 192)"] if args.quick else [])
-    cfg = load_config(args.config, overrides)
+    try:
+        cfg = load_config(args.config, overrides)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     unknown = [e for e in engines if e not in ENGINES]
     if unknown:
@@ -254,7 +261,8 @@ def main(argv=None):
         if any(e != "dygraph" for e in engines) and not args.model_dir:
             ensure_export(cfg, args.config, weights, model_dir)
         class_names = load_class_names(cfg)
-    except (WeightFileError, ConversionError, EngineError, FileNotFoundError) as err:
+    except (WeightFileError, ConversionError, EngineError, FileNotFoundError,
+            ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
 

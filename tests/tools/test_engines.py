@@ -219,6 +219,19 @@ def test_benchmark_quick_mode_prints_the_table(exported2):
     assert "fastest exported engine: onnx" in out
 
 
+@pytest.mark.parametrize("words, message", [
+    (["--config=4", "--fixture-weights"], "no fixture weights for config 4"),
+    (["--config=2", "nosuch=1"], "unknown config field 'nosuch'"),
+    (["--config=2", "--fixture-weights", "num_classes=3"], "lists 80 classes but num_classes=3"),
+])
+def test_benchmark_explains_bad_input(tmp_path, words, message):
+    done = subprocess.run([sys.executable, "tools/benchmark.py", "--quick", "--engines",
+                           "dygraph", "--cache", str(tmp_path), *words],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert message in done.stderr
+
+
 def test_export_command_explains_missing_weights(tmp_path):
     done = subprocess.run([sys.executable, "tools/export_model.py", "--config=2",
                            "--output", str(tmp_path / "out"),
