@@ -11,113 +11,184 @@ solov2_head.py), which PaddleDetection reproduces step for step:
 5. the best ``nms_pre`` go through Matrix NMS; survivors need ``update_thr``;
 6. the best ``max_per_img`` are upsampled 4x to the padded input, cropped to the resized
    image, resized to the original image (both bilinear, half-pixel centres) and binarised.
+
+Everything after the network runs here in numpy and OpenCV, on the network's outputs for
+one image: on CPU, Paddle's kernels for these steps are 3x (matrix products) to 14x
+(comparisons) slower than numpy's (see "Speed" in the README). The exported inference graph
+needs the same steps as tensor ops: :mod:`model.postprocess_graph` (tests check that the two
+agree).
 """
 
+import cv2
 import numpy as np
-import paddle
 import paddle.nn.functional as F
 
-from .head import bilinear
+# Step 2-4 batch size after the first nms_pre candidates (see scored_candidates).
+SCORING_BATCH = 128
 
 
 def points_nms(heat):
     """Keep a score only where it is the maximum of its 2x2 neighbourhood (up and left).
 
-    heat: [N, C, S, S] probabilities -> same shape, non-maxima set to 0. A 2x2 max-pool with
-    padding 1 and stride 1 gives S+1 outputs; dropping the last row and column aligns
-    output (i, j) with the window over cells (i-1..i, j-1..j) [SOLO points_nms].
+    heat: [N, C, S, S] probabilities (Paddle tensor, part of the network's eval output) ->
+    same shape, non-maxima set to 0. A 2x2 max-pool with padding 1 and stride 1 gives S+1
+    outputs; dropping the last row and column aligns output (i, j) with the window over
+    cells (i-1..i, j-1..j) [SOLO points_nms].
     """
     hmax = F.max_pool2d(heat, 2, stride=1, padding=1)
     keep = (hmax[:, :, :-1, :-1] == heat).astype(heat.dtype)
     return heat * keep
 
 
-def matrix_nms(masks, labels, scores, kernel="gaussian", sigma=2.0, sum_masks=None):
+def get_seg_single(cate_scores, kernels, mask_feat, cell_strides, crop_hw, ori_hw, cfg):
+    """Masks for one image.
+
+    Args:
+        cate_scores: [L, C] float32 category probabilities after points NMS, L = sum(S^2)
+            cells in level order, each level's cells row-major.
+        kernels: [L, E] float32 dynamic kernels, same cell order.
+        mask_feat: [E, h, w] float32 unified mask feature at stride 4 of the padded input.
+        cell_strides: [L] float32 stride of each cell's level (:func:`cell_strides`).
+        crop_hw: (height, width) of the resized image inside the padded input.
+        ori_hw: (height, width) of the original image.
+        cfg: test settings (score_thr, mask_thr, nms_pre, nms_kernel, nms_sigma,
+            update_thr, max_per_img).
+        All arrays are numpy.
+
+    Returns:
+        dict of masks [k, H, W] bool, labels [k] int64, scores [k] float32 and boxes
+        [k, 4] float32 (x0, y0, x1, y1, exclusive ends), best first; k may be 0.
+    """
+    probs, labels, scores = scored_candidates(cate_scores, kernels, mask_feat, cell_strides,
+                                              cfg)
+    masks = probs > cfg.mask_thr
+    scores = matrix_nms(masks, labels, scores, cfg.nms_kernel, cfg.nms_sigma)
+    keep = np.flatnonzero(scores >= cfg.update_thr)
+    keep = keep[_best_first(scores[keep])[:cfg.max_per_img]]
+    probs = probs[keep].reshape(len(keep), *mask_feat.shape[1:])
+    masks = paste_masks(probs, crop_hw, ori_hw, cfg.mask_thr)
+    return {"masks": masks, "labels": labels[keep].astype(np.int64),
+            "scores": scores[keep].astype(np.float32), "boxes": masks_to_boxes(masks)}
+
+
+def scored_candidates(cate_scores, kernels, mask_feat, cell_strides, cfg):
+    """Steps 1-4 and the cut to ``nms_pre`` (arguments as in :func:`get_seg_single`):
+    mask probabilities [n, h*w] float32, labels [n] and re-scored scores [n] of the
+    ``n <= nms_pre`` best candidates whose masks are larger than their stride, best first.
+
+    The reference computes a mask for every candidate; with an untrained or synthetic
+    model that can be over 10,000 per image. But re-scoring never raises a score
+    (maskness <= 1), so once ``nms_pre`` masks have re-scored scores of at least ``bar``,
+    no candidate scored below ``bar`` can enter the best ``nms_pre``. Candidates are
+    therefore scored best first, in batches, until the next one is below the bar: the
+    same selection as scoring all of them.
+    """
+    cells, labels = np.nonzero(cate_scores > cfg.score_thr)
+    scores = cate_scores[cells, labels]
+    order = _best_first(scores)
+    cells, labels, scores = cells[order], labels[order], scores[order]
+    flat_feat = mask_feat.reshape(len(mask_feat), -1)
+
+    probs, rescored = [], []
+    done, bar = 0, -np.inf
+    while done < len(scores) and scores[done] >= bar:
+        # scores is descending, so the candidates at or above the bar come first.
+        reachable = np.searchsorted(-scores, -bar, side="right")
+        end = min(done + (cfg.nms_pre if done == 0 else SCORING_BATCH), reachable)
+        batch_probs, batch_scores = rescore(kernels[cells[done:end]], flat_feat,
+                                            scores[done:end], cell_strides[cells[done:end]],
+                                            cfg.mask_thr)
+        probs.append(batch_probs)
+        rescored.append(batch_scores)
+        done = end
+        bar = _nth_largest(np.concatenate(rescored), cfg.nms_pre)
+
+    rescored = np.concatenate(rescored) if rescored else np.zeros(0, np.float32)
+    valid = np.flatnonzero(rescored > -np.inf)
+    best = valid[_best_first(rescored[valid])[:cfg.nms_pre]]
+    probs = (np.concatenate(probs)[best] if probs
+             else np.zeros((0, flat_feat.shape[1]), np.float32))
+    return probs, labels[best], rescored[best]
+
+
+def rescore(kernels, flat_feat, scores, strides, mask_thr):
+    """Steps 2-4 for m candidates: kernels [m, E] on the mask feature [E, P] -> mask
+    probabilities [m, P] and re-scored scores [m] (-inf where the mask is not larger
+    than its level's stride)."""
+    probs = kernels @ flat_feat
+    # sigmoid, in place: the array is the largest one here.
+    np.negative(probs, out=probs)
+    np.exp(probs, out=probs)
+    probs += 1
+    np.reciprocal(probs, out=probs)
+    masks = probs > mask_thr
+    areas = masks.sum(axis=1)
+    # (A product, not np.sum(where=...): that one is 6x slower and sums less exactly.)
+    maskness = (probs * masks).sum(axis=1) / np.maximum(areas, 1).astype(np.float32)
+    rescored = np.where(areas > strides, scores * maskness, -np.inf).astype(np.float32)
+    return probs, rescored
+
+
+def matrix_nms(masks, labels, scores, kernel="gaussian", sigma=2.0):
     """Matrix NMS (SOLOv2 paper, Sec. 4.2, Eq. 3-4): decay every score at once.
 
     Args:
-        masks: [n, h, w] or [n, h*w] binary masks (bool or 0/1 float), sorted by
-            descending score.
+        masks: [n, h, w] or [n, P] binary masks (bool or 0/1), sorted by descending score.
         labels: [n] class of each mask.
         scores: [n] scores, descending.
         kernel: 'gaussian' (decay exp(-sigma * iou^2)) or 'linear' (decay 1 - iou).
-        sum_masks: [n] pixel counts of ``masks``; computed when omitted.
 
     Returns:
-        [n] decayed scores. For mask j, the decay is the minimum over higher-scored masks i
-        of the same class of f(iou_ij) / f(max iou of i with any higher-scored mask of its
-        class), which approximates how far i itself was suppressed.
+        [n] float32 decayed scores. For mask j, the decay is the minimum over higher-scored
+        masks i of the same class of f(iou_ij) / f(max iou of i with any higher-scored
+        mask of its class), which approximates how far i itself was suppressed.
 
-    Only IoUs within a class enter, so running eagerly each class is decayed on its own:
-    the same numbers (the IoUs are exact pixel counts either way) for a fraction of the
-    n x n x pixels IoU product. In an exported graph, where a loop over the classes
-    present would depend on the data, one dense product serves all classes.
+    Only IoUs within a class enter, so each class is decayed on its own: the same numbers
+    as one n x n product over all classes, for a fraction of its cost.
     """
     if kernel not in ("gaussian", "linear"):
         raise ValueError(f"Matrix NMS kernel must be 'gaussian' or 'linear', got {kernel!r}")
-    # (Only 3-D masks are flattened: in ONNX, flattening [0, h*w] asks Reshape to infer a
-    # dimension from zero elements, which onnxruntime refuses.)
-    flat = (masks if masks.ndim == 2 else masks.flatten(1)).astype("float32")
-    if sum_masks is None:
-        sum_masks = flat.sum(axis=1)
-    sum_masks = sum_masks.astype("float32")
-    if not paddle.in_dynamic_mode() or labels.shape[0] == 0:
-        return scores * decay_coefficients(flat, labels, sum_masks, kernel, sigma)
-    classes = labels.numpy()
-    members = [np.flatnonzero(classes == c) for c in np.unique(classes)]
-    coefficients = [decay_coefficients(*_take(paddle.to_tensor(m), flat, labels, sum_masks),
-                                       kernel, sigma) for m in members]
-    # Back from class order to score order.
-    position = paddle.to_tensor(np.argsort(np.concatenate(members), kind="stable"))
-    return scores * paddle.gather(paddle.concat(coefficients), position)
+    # float32 counts pixels exactly up to 2^24, far above any mask-feature size.
+    flat = masks.reshape(len(masks), np.prod(masks.shape[1:], dtype=int)).astype(np.float32)
+    areas = flat.sum(axis=1)
+    decay = np.ones(len(flat), np.float32)
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        group = flat[members]
+        inter = group @ group.T
+        union = areas[members, None] + areas[None, members] - inter
+        # iou[i, j] for i scored above j; zero elsewhere.
+        iou = np.triu(inter / union, k=1)
+        # The most mask i overlaps any mask scored above it (0 for the best of its class).
+        compensate = iou.max(axis=0)[:, None]
+        if kernel == "gaussian":
+            ratio = np.exp(-sigma * iou ** 2) / np.exp(-sigma * compensate ** 2)
+        else:
+            ratio = (1 - iou) / (1 - compensate)
+        # Column j's minimum. Rows i >= j hold f(0) / f(c_i) >= 1, and row 0 (c = 0)
+        # holds f(iou_0j) <= 1, so only masks scored above j decide, and the best of the
+        # class keeps 1. Masks of other classes would add rows of 1 / f(c_i) >= 1 only.
+        decay[members] = ratio.min(axis=0)
+    return (scores * decay).astype(np.float32)
 
 
-def decay_coefficients(flat, labels, sum_masks, kernel, sigma):
-    """The dense form of Eq. 4: [n, P] masks (score order), [n] labels and areas -> [n]
-    decay factors. Written with broadcasting and no branch on n, so it also runs in an
-    exported graph and for n = 0."""
-    inter = paddle.matmul(flat, flat, transpose_y=True)
-    union = sum_masks.unsqueeze(1) + sum_masks.unsqueeze(0) - inter
-    iou = paddle.triu(inter / union, diagonal=1)
-    same_class = (labels.unsqueeze(1) == labels.unsqueeze(0)).astype("float32")
-    decay_iou = iou * paddle.triu(same_class, diagonal=1)
-    # compensate_iou[i]: the largest IoU mask i has with any earlier mask of its class. A
-    # row of zeros joins the maximum: IoUs are >= 0, so it changes nothing, but it keeps
-    # the reduction defined when n = 0.
-    zeros = paddle.zeros_like(sum_masks).unsqueeze(0)  # [1, n]
-    compensate_iou = paddle.concat([zeros, decay_iou]).max(axis=0).unsqueeze(1)
-    if kernel == "gaussian":
-        decay = paddle.exp(-sigma * decay_iou ** 2) / paddle.exp(-sigma * compensate_iou ** 2)
-    else:
-        decay = (1 - decay_iou) / (1 - compensate_iou)
-    # Likewise a row of ones joins the minimum. Each column's minimum is <= 1 anyway (row 0
-    # has compensate 0, so its decay is f(iou) <= 1 within the class and exactly 1 across
-    # classes), hence the extra row never decides -- and a class's decays are the same
-    # whether or not other classes share the matrix.
-    return paddle.concat([paddle.ones_like(zeros), decay]).min(axis=0)
+def paste_masks(probs, crop_hw, ori_hw, mask_thr):
+    """[k, h, w] mask probabilities at stride 4 -> [k, H, W] bool at the original size:
+    upsampled 4x to the padded input, cropped to the resized image, resized to the original
+    (both bilinear, half-pixel centres), then binarised [SOLO get_seg_single].
 
-
-def _take(index, *tensors):
-    return [paddle.gather(t, index) for t in tensors]
-
-
-def _rows(index, first, second):
-    """Rows ``index`` of concat([first, second]) in that order, without concatenating the
-    two (large) tensors: each side gives its rows, and one small gather restores the order."""
-    split = paddle.shape(first)[0]
-    from_first = paddle.nonzero(index < split).flatten()
-    from_second = paddle.nonzero(index >= split).flatten()
-    rows = paddle.concat([paddle.gather(first, paddle.gather(index, from_first)),
-                          paddle.gather(second, paddle.gather(index, from_second) - split)])
-    # rows holds the first-side picks, then the second-side ones; put them back in order.
-    position = paddle.argsort(paddle.concat([from_first, from_second]))
-    return paddle.gather(rows, position)
-
-
-def _top(scores, k):
-    """Indices of the ``k`` highest scores, best first."""
-    order = paddle.argsort(scores, descending=True)
-    return order[:k]
+    OpenCV's INTER_LINEAR is that resize (PyTorch align_corners=False); on float32 it stays
+    within 2e-7 of the exact half-pixel formula (tests/model/test_postprocess.py).
+    """
+    (crop_h, crop_w), (ori_h, ori_w) = crop_hw, ori_hw
+    masks = np.empty((len(probs), ori_h, ori_w), bool)
+    for mask, prob in zip(masks, probs):
+        h, w = prob.shape
+        up = cv2.resize(prob, (4 * w, 4 * h), interpolation=cv2.INTER_LINEAR)
+        resized = cv2.resize(up[:crop_h, :crop_w], (ori_w, ori_h),
+                             interpolation=cv2.INTER_LINEAR)
+        np.greater(resized, mask_thr, out=mask)
+    return masks
 
 
 def masks_to_boxes(masks):
@@ -133,141 +204,18 @@ def masks_to_boxes(masks):
     return boxes
 
 
-def mask_boxes(masks):
-    """The tensor form of :func:`masks_to_boxes`, for the exported graph: [k, H, W] bool
-    -> [k, 4] float32 (x0, y0, x1, y1), exclusive ends, zeros for an empty mask."""
-    def extent(occupied):  # [k, n] bool -> first index, last index + 1 (0, 0 if none)
-        n = paddle.shape(occupied)[1]
-        index = paddle.arange(n, dtype="float32").unsqueeze(0)
-        first = paddle.where(occupied, index, paddle.full_like(index, 1e9)).min(axis=1)
-        end = paddle.where(occupied, index + 1, paddle.zeros_like(index)).max(axis=1)
-        return paddle.where(end > 0, first, paddle.zeros_like(first)), end
-
-    x0, x1 = extent(masks.any(axis=1))
-    y0, y1 = extent(masks.any(axis=2))
-    return paddle.stack([x0, y0, x1, y1], axis=1)
-
-
-def segment(cate_scores, kernels, mask_feat, cell_strides, crop_hw, ori_hw, cfg):
-    """Masks for one image, as tensors: what the exported inference graph computes.
-
-    Args:
-        cate_scores: [L, C] category probabilities after points NMS, L = sum(S^2) cells in
-            level order, each level's cells row-major.
-        kernels: [L, E] dynamic kernels, same cell order.
-        mask_feat: [E, h, w] unified mask feature at stride 4 of the padded input.
-        cell_strides: [L] float32 stride of each cell's level.
-        crop_hw: (height, width) of the resized image inside the padded input.
-        ori_hw: (height, width) of the original image. Both pairs are ints or int32
-            tensors (in an exported graph they come from the inputs).
-        cfg: test settings (score_thr, mask_thr, nms_pre, nms_kernel, nms_sigma,
-            update_thr, max_per_img).
-
-    Returns:
-        masks [k, H, W] bool, labels [k] int64, scores [k] float32, boxes [k, 4] float32,
-        best first; k may be 0.
-
-    Nothing here branches on data in Python and every step accepts k = 0, so the same
-    code runs eagerly and as part of an exported inference graph. All k masks are resized
-    at once; :func:`get_seg_single` is the eager form, which bounds memory.
-    """
-    seg_preds, labels, scores = kept_masks(cate_scores, kernels, mask_feat, cell_strides, cfg)
-    count = paddle.shape(seg_preds)[1].astype("int32")
-    feat_hw = paddle.shape(mask_feat)[1:].astype("int32")
-    # In a saved graph Paddle Inference's resize returns a tensor of unknown rank when it
-    # gets no mask at all, and the next op fails; so one empty mask rides along behind
-    # the real ones and is cut off at the end.
-    empty = paddle.zeros([1, 1, feat_hw[0], feat_hw[1]], seg_preds.dtype)
-    seg_preds = paddle.concat([seg_preds, empty], axis=1)
-    masks = paste_masks(seg_preds, feat_hw, crop_hw, ori_hw, cfg.mask_thr)
-    return masks[:count], labels, scores, mask_boxes(masks)[:count]
-
-
-def kept_masks(cate_scores, kernels, mask_feat, cell_strides, cfg):
-    """Steps 1-5 for one image (arguments as in :func:`segment`): the mask probabilities
-    of the detections kept, [1, k, h, w] at the mask-feature size, with their labels [k]
-    and scores [k], best first."""
-    candidates = paddle.nonzero(cate_scores > cfg.score_thr)
-    scores = paddle.gather_nd(cate_scores, candidates)
-    flat_feat = mask_feat.flatten(1)
-    feat_hw = paddle.shape(mask_feat)[1:].astype("int32")
-
-    def rescored_masks(index):
-        """Steps 2-4 for the candidates at ``index``: (mask probabilities [m, h*w],
-        re-scored scores [m], labels [m], mask areas [m]); the score is -1 where the mask
-        is not larger than its level's stride. The large probability tensor is returned
-        whole, and only the rows that go on are gathered later."""
-        cells, labels, cand_scores = _take(index, candidates[:, 0], candidates[:, 1], scores)
-        kernels_, strides = _take(cells, kernels, cell_strides)
-        seg_preds = F.sigmoid(paddle.matmul(kernels_, flat_feat))
-        seg_masks = (seg_preds > cfg.mask_thr).astype("float32")
-        sum_masks = seg_masks.sum(axis=1)
-        # Areas of kept masks exceed the stride (>= 8), so the clip only guards the rest.
-        maskness = (seg_preds * seg_masks).sum(axis=1) / paddle.clip(sum_masks, min=1.0)
-        rescored = paddle.where(sum_masks > strides, cand_scores * maskness,
-                                paddle.full_like(cand_scores, -1.0))
-        return seg_preds, rescored, labels, sum_masks
-
-    # Only the nms_pre best re-scored masks go on, and re-scoring never raises a score
-    # (maskness <= 1). So masks are first computed for the 2 * nms_pre best-scored
-    # candidates only; another candidate can still enter the best nms_pre only if its
-    # score reaches the nms_pre-th re-scored one among those. This selects the same masks
-    # as scoring every candidate, at a fraction of the cost when there are thousands.
-    by_score = paddle.argsort(scores, descending=True)
-    first = rescored_masks(by_score[:2 * cfg.nms_pre])
-    floor = paddle.full([cfg.nms_pre], -1.0, "float32")  # fewer than nms_pre: take all
-    bar = paddle.concat([paddle.sort(first[1], descending=True), floor])[cfg.nms_pre - 1]
-    rest = by_score[2 * cfg.nms_pre:]
-    rest = paddle.gather(rest, paddle.nonzero(paddle.gather(scores, rest) >= bar).flatten())
-    second = rescored_masks(rest)
-
-    # The nms_pre best masks larger than their stride, as indices into first + second.
-    scores, labels, sum_masks = [paddle.concat(pair) for pair in zip(first[1:], second[1:])]
-    valid = paddle.nonzero(scores > 0).flatten()
-    chosen = paddle.gather(valid, _top(paddle.gather(scores, valid), cfg.nms_pre))
-    seg_preds = _rows(chosen, first[0], second[0])
-    scores, labels, sum_masks = _take(chosen, scores, labels, sum_masks)
-
-    seg_masks = (seg_preds > cfg.mask_thr).astype("float32")
-    scores = matrix_nms(seg_masks, labels, scores, kernel=cfg.nms_kernel,
-                        sigma=cfg.nms_sigma, sum_masks=sum_masks)
-
-    keep = paddle.nonzero(scores >= cfg.update_thr).flatten()
-    order = paddle.gather(keep, _top(paddle.gather(scores, keep), cfg.max_per_img))
-    seg_preds, scores, labels = _take(order, seg_preds, scores, labels)
-
-    # The count is explicit and stays in the first place: -1 cannot be inferred when there
-    # is no mask, and a 0 in a shape means "keep this dimension" (Paddle and ONNX), which
-    # is right only where the input's dimension is that same count.
-    count = paddle.shape(seg_preds)[0].astype("int32")
-    seg_preds = seg_preds.reshape([count, feat_hw[0], feat_hw[1]]).unsqueeze(0)
-    return seg_preds, labels, scores
-
-
-def paste_masks(seg_preds, feat_hw, crop_hw, ori_hw, mask_thr):
-    """[1, k, h, w] mask probabilities at stride 4 -> [k, H, W] bool at the original size:
-    upsampled 4x to the padded input, cropped to the resized image, resized to the original
-    (both bilinear, half-pixel centres), then binarised [SOLO get_seg_single]."""
-    up = bilinear(seg_preds, size=feat_hw * 4)
-    up = paddle.slice(up, axes=[2, 3], starts=[0, 0], ends=[crop_hw[0], crop_hw[1]])
-    return bilinear(up, size=[ori_hw[0], ori_hw[1]])[0] > mask_thr
-
-
-def get_seg_single(cate_scores, kernels, mask_feat, cell_strides, crop_hw, ori_hw, cfg,
-                   chunk=16):
-    """:func:`segment` for eager use: ``crop_hw`` and ``ori_hw`` are int pairs and the
-    result is a dict of numpy arrays (masks [k, H, W] bool, labels [k] int64, scores [k]
-    float32, boxes [k, 4] float32), best first; k may be 0. Masks are resized ``chunk`` at
-    a time (bounds memory; same result), and boxes come from the numpy masks."""
-    seg_preds, labels, scores = kept_masks(cate_scores, kernels, mask_feat, cell_strides, cfg)
-    feat_hw = paddle.shape(mask_feat)[1:].astype("int32")
-    parts = [paste_masks(seg_preds[:, i:i + chunk], feat_hw, crop_hw, ori_hw,
-                         cfg.mask_thr).numpy() for i in range(0, seg_preds.shape[1], chunk)]
-    masks = np.concatenate(parts) if parts else np.zeros((0, *ori_hw), bool)
-    return {"masks": masks, "labels": labels.numpy().astype(np.int64),
-            "scores": scores.numpy().astype(np.float32), "boxes": masks_to_boxes(masks)}
-
-
 def cell_strides(num_grids, strides):
     """[L] float32: the stride of the level each grid cell belongs to."""
     return np.concatenate([np.full(g * g, s, np.float32) for g, s in zip(num_grids, strides)])
+
+
+def _best_first(scores):
+    """Indices that sort ``scores`` descending; ties keep their order."""
+    return np.argsort(-scores, kind="stable")
+
+
+def _nth_largest(values, n):
+    """The n-th largest of ``values``, or -inf when there are fewer than n."""
+    if len(values) < n:
+        return -np.inf
+    return np.partition(values, len(values) - n)[len(values) - n]

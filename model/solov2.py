@@ -1,5 +1,6 @@
 """SOLOv2: backbone -> FPN -> (kernel + category head, mask feature head)."""
 
+import numpy as np
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
@@ -7,7 +8,8 @@ import paddle.nn.functional as F
 from .fpn import FPN
 from .head import SOLOv2Head
 from .mask_feat_head import MaskFeatHead
-from .postprocess import cell_strides, get_seg_single, points_nms, segment
+from .postprocess import cell_strides, get_seg_single, points_nms
+from .postprocess_graph import segment
 from .resnet import ResNet50
 
 
@@ -60,20 +62,19 @@ class PostProcess:
     """Turns SOLOv2 eval outputs into per-image masks, labels, scores and boxes.
 
     __call__(outputs, crop_hws, ori_hws) -> list of dicts (see get_seg_single), one per
-    image; crop_hws / ori_hws give each image's resized and original (height, width).
+    image; outputs are the network's (tensors or numpy arrays), crop_hws / ori_hws give
+    each image's resized and original (height, width).
     """
 
     def __init__(self, test_cfg, num_grids, strides):
         self.cfg = test_cfg
-        self.cell_strides = paddle.to_tensor(cell_strides(num_grids, strides))
+        self.cell_strides = cell_strides(num_grids, strides)
 
     def __call__(self, outputs, crop_hws, ori_hws):
-        results = []
-        for i, (crop_hw, ori_hw) in enumerate(zip(crop_hws, ori_hws)):
-            results.append(get_seg_single(
-                outputs["cate_scores"][i], outputs["kernels"][i], outputs["mask_feat"][i],
-                self.cell_strides, crop_hw, ori_hw, self.cfg))
-        return results
+        arrays = [np.asarray(outputs[key]) for key in ("cate_scores", "kernels", "mask_feat")]
+        return [get_seg_single(*(a[i] for a in arrays), self.cell_strides, crop_hw, ori_hw,
+                               self.cfg)
+                for i, (crop_hw, ori_hw) in enumerate(zip(crop_hws, ori_hws))]
 
 
 class NetworkOutputs(nn.Layer):
@@ -90,7 +91,7 @@ class NetworkOutputs(nn.Layer):
 
 
 class SegmentLayer(nn.Layer):
-    """:func:`model.postprocess.segment` as a layer with exportable inputs:
+    """:func:`model.postprocess_graph.segment` as a layer with exportable inputs:
 
     forward(cate_scores [1, L, C], kernels [1, L, E], mask_feat [1, E, h, w],
             im_shape [1, 2], scale_factor [1, 2]) -> (masks, labels, scores, boxes)

@@ -100,18 +100,16 @@ def time_engine(predictor, style, cfg, paths, repeats, class_names, batch_size=1
 
 def time_matrix_nms(cfg, repeats, count=500):
     """Median and min-max seconds of Matrix NMS on ``count`` random masks of the mask
-    feature size of a padded ``test_size`` image (dygraph)."""
-    import paddle
-
+    feature size of a padded ``test_size`` image (the eager form, as dygraph runs it)."""
     from model.postprocess import matrix_nms
     from tools.preprocess import padded_shape
 
     short, long_ = cfg.test_size
     h, w = padded_shape(short, long_)
     rng = np.random.RandomState(0)
-    masks = paddle.to_tensor(rng.uniform(size=(count, h // 4, w // 4)) > 0.7)
-    labels = paddle.to_tensor(rng.randint(0, cfg.num_classes, count))
-    scores = paddle.to_tensor(np.sort(rng.uniform(0.1, 1, count))[::-1].astype(np.float32))
+    masks = rng.uniform(size=(count, h // 4, w // 4)) > 0.7
+    labels = rng.randint(0, cfg.num_classes, count)
+    scores = np.sort(rng.uniform(0.1, 1, count))[::-1].astype(np.float32)
     seconds = []
     for _ in range(repeats + 1):
         start = time.perf_counter()
@@ -148,16 +146,11 @@ def keep_best_candidates(cate_scores, count, score_thr):
 
 def postprocess_sweep(engine, predictor, outputs, crop_hw, ori_hw, cfg, counts, repeats):
     """Median ms of the post-processing alone of ``engine`` for each candidate count."""
-    import paddle
-
     from tools.engines import shape_feeds
 
     def run(cate_scores):
         if engine == "dygraph":
-            tensors = {k: paddle.to_tensor(v) for k, v in outputs.items()}
-            tensors["cate_scores"] = paddle.to_tensor(cate_scores)
-            with paddle.no_grad():
-                predictor.postprocess(tensors, [crop_hw], [ori_hw])
+            predictor.postprocess(dict(outputs, cate_scores=cate_scores), [crop_hw], [ori_hw])
         else:
             predictor.runners["postprocess"](dict(outputs, cate_scores=cate_scores,
                                                   **shape_feeds(crop_hw, ori_hw)))

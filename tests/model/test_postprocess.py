@@ -1,3 +1,4 @@
+import cv2
 import numpy as np
 import paddle
 import pytest
@@ -5,13 +6,13 @@ import pytest
 from config import Section
 from model.postprocess import (
     cell_strides,
-    decay_coefficients,
     get_seg_single,
-    mask_boxes,
     masks_to_boxes,
     matrix_nms,
+    paste_masks,
     points_nms,
 )
+from model.postprocess_graph import decay_coefficients, mask_boxes
 
 CFG = Section(score_thr=0.1, mask_thr=0.5, nms_pre=500, nms_kernel="gaussian", nms_sigma=2.0,
               update_thr=0.05, max_per_img=100)
@@ -43,38 +44,49 @@ def brute_force_matrix_nms(masks, labels, scores, kernel, sigma):
     return np.array(decayed)
 
 
-@pytest.mark.parametrize("kernel", ["gaussian", "linear"])
-def test_matrix_nms_matches_brute_force(kernel):
-    rng = np.random.RandomState(0)
-    n = 24
-    # Overlapping blobs so IoUs spread over (0, 1); three classes.
+def overlapping_blobs(seed, n, classes):
+    """n rectangular masks on a 20x20 image, overlapping so that IoUs spread over (0, 1),
+    with random labels and descending scores."""
+    rng = np.random.RandomState(seed)
     masks = np.zeros((n, 20, 20), bool)
     for k in range(n):
         y, x = rng.randint(0, 12, 2)
         masks[k, y:y + rng.randint(4, 9), x:x + rng.randint(4, 9)] = True
-    labels = rng.randint(0, 3, n)
+    labels = rng.randint(0, classes, n)
     scores = np.sort(rng.uniform(0.1, 1.0, n))[::-1].astype(np.float32)
-    got = matrix_nms(paddle.to_tensor(masks), paddle.to_tensor(labels),
-                     paddle.to_tensor(scores), kernel=kernel, sigma=2.0).numpy()
+    return masks, labels, scores
+
+
+def graph_matrix_nms(masks, labels, scores, kernel, sigma=2.0):
+    """The dense tensor form used in the exported graph, on numpy inputs."""
+    flat = paddle.to_tensor(masks.reshape(len(masks), -1).astype(np.float32))
+    return scores * decay_coefficients(flat, paddle.to_tensor(labels), flat.sum(axis=1),
+                                       kernel, sigma).numpy()
+
+
+@pytest.mark.parametrize("kernel", ["gaussian", "linear"])
+@pytest.mark.parametrize("form", ["eager", "graph"])
+def test_matrix_nms_matches_brute_force(kernel, form):
+    masks, labels, scores = overlapping_blobs(seed=0, n=24, classes=3)
+    nms = matrix_nms if form == "eager" else graph_matrix_nms
+    got = nms(masks, labels, scores, kernel=kernel, sigma=2.0)
     expected = brute_force_matrix_nms(masks, labels, scores, kernel, 2.0)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     assert got[0] == scores[0]  # nothing is above the best mask
 
 
-def test_per_class_matrix_nms_equals_the_dense_form_exactly():
-    # Eagerly, each class is decayed on its own; an exported graph uses one dense product.
+def test_per_class_matrix_nms_agrees_with_the_dense_form():
+    # Eagerly (numpy) each class is decayed on its own; the exported graph uses one dense
+    # product for all classes. The same formula in two libraries: equal to float32 rounding.
     rng = np.random.RandomState(3)
     n = 60
     masks = rng.uniform(size=(n, 12, 12)) > 0.6
     labels = rng.randint(0, 5, n)
     scores = np.sort(rng.uniform(0.1, 1.0, n))[::-1].astype(np.float32)
-    flat = paddle.to_tensor(masks.reshape(n, -1).astype(np.float32))
     for kernel in ("gaussian", "linear"):
-        eager = matrix_nms(paddle.to_tensor(masks), paddle.to_tensor(labels),
-                           paddle.to_tensor(scores), kernel=kernel).numpy()
-        dense = scores * decay_coefficients(flat, paddle.to_tensor(labels), flat.sum(axis=1),
-                                            kernel, 2.0).numpy()
-        np.testing.assert_array_equal(eager, dense)
+        np.testing.assert_allclose(matrix_nms(masks, labels, scores, kernel=kernel),
+                                   graph_matrix_nms(masks, labels, scores, kernel),
+                                   rtol=3e-7, atol=0)
 
 
 def test_matrix_nms_decays_duplicates_only_within_a_class():
@@ -82,15 +94,21 @@ def test_matrix_nms_decays_duplicates_only_within_a_class():
     mask[:, 2:6, 2:6] = True
     labels = np.array([1, 1, 2])
     scores = np.array([0.9, 0.8, 0.7], np.float32)
-    got = matrix_nms(paddle.to_tensor(mask), paddle.to_tensor(labels),
-                     paddle.to_tensor(scores)).numpy()
-    np.testing.assert_allclose(got, [0.9, 0.8 * np.exp(-2.0), 0.7], rtol=1e-6)
+    np.testing.assert_allclose(matrix_nms(mask, labels, scores),
+                               [0.9, 0.8 * np.exp(-2.0), 0.7], rtol=1e-6)
+
+
+def test_matrix_nms_of_nothing_is_empty():
+    got = matrix_nms(np.zeros((0, 5, 5), bool), np.zeros(0, np.int64), np.zeros(0, np.float32))
+    assert got.shape == (0,) and got.dtype == np.float32
 
 
 def test_matrix_nms_rejects_unknown_kernel():
+    masks, labels, scores = np.ones((2, 4, 4), bool), np.array([0, 0]), np.array([0.9, 0.8])
     with pytest.raises(ValueError, match="gaussian"):
-        matrix_nms(paddle.ones([2, 4, 4]), paddle.to_tensor([0, 0]), paddle.to_tensor([0.9, 0.8]),
-                   kernel="box")
+        matrix_nms(masks, labels, scores, kernel="box")
+    with pytest.raises(ValueError, match="gaussian"):
+        graph_matrix_nms(masks, labels, scores, kernel="box")
 
 
 def test_points_nms_keeps_only_2x2_local_maxima():
@@ -132,7 +150,7 @@ def np_bilinear(image, out_h, out_w):
         m[np.arange(n_out), hi] += src - lo
         return m
     wy, wx = weights(image.shape[1], out_h), weights(image.shape[2], out_w)
-    return np.einsum("yh,chw,xw->cyx", wy, image, wx)
+    return np.einsum("yh,chw,xw->cyx", wy, image, wx, optimize=True)
 
 
 def expected_masks(feat, channels, crop, ori):
@@ -143,8 +161,7 @@ def expected_masks(feat, channels, crop, ori):
 
 
 def _run(feat, scores, kernels, strides, crop=(32, 32), ori=(64, 64), cfg=CFG):
-    return get_seg_single(paddle.to_tensor(scores), paddle.to_tensor(kernels),
-                          paddle.to_tensor(feat), paddle.to_tensor(strides), crop, ori, cfg)
+    return get_seg_single(scores, kernels, feat, strides, crop, ori, cfg)
 
 
 def test_no_candidate_gives_empty_result():
@@ -195,6 +212,31 @@ def test_crop_removes_padding_before_resizing_to_the_original():
     expected = expected_masks(feat, [0], (16, 16), (40, 40))
     np.testing.assert_array_equal(result["masks"], expected)
     assert expected[0].mean() > 0.95
+
+
+@pytest.mark.parametrize("size, out", [((40, 56), (160, 224)),   # the 4x upsampling
+                                       ((160, 224), (97, 131)),   # down, uneven ratios
+                                       ((97, 131), (300, 170)),   # up in y, down in x
+                                       ((7, 5), (3, 2))])
+def test_opencv_linear_resize_is_the_half_pixel_bilinear(size, out):
+    # paste_masks relies on it: cv2.INTER_LINEAR on float32 = half-pixel-centre bilinear.
+    image = np.random.RandomState(0).uniform(size=(3, *size)).astype(np.float32)
+    got = np.stack([cv2.resize(c, out[::-1], interpolation=cv2.INTER_LINEAR) for c in image])
+    np.testing.assert_allclose(got, np_bilinear(image.astype(np.float64), *out), rtol=0,
+                               atol=2e-7)
+
+
+def test_paste_masks_resizes_twice_then_binarises():
+    rng = np.random.RandomState(1)
+    probs = rng.uniform(size=(4, 10, 14)).astype(np.float32)
+    crop, ori = (37, 50), (61, 83)  # crop inside the 40x56 padded input, then enlarged
+    exact = np_bilinear(np_bilinear(probs.astype(np.float64), 40, 56)[:, :37, :50], *ori)
+    got = paste_masks(probs, crop, ori, 0.5)
+    assert got.shape == (4, *ori) and got.dtype == bool
+    clear = np.abs(exact - 0.5) > 1e-6  # float32 rounding can decide only closer calls
+    assert clear.mean() > 0.999
+    np.testing.assert_array_equal(got[clear], exact[clear] > 0.5)
+    assert paste_masks(probs[:0], crop, ori, 0.5).shape == (0, *ori)
 
 
 def test_update_thr_and_max_per_img():

@@ -1,13 +1,17 @@
-"""segment() scores masks for the 2 * nms_pre best candidates first and for the rest only
-when they can still matter. Against a plain numpy version that scores every candidate, with
-far more candidates than 2 * nms_pre, the detections must be the same."""
+"""Both post-processing forms compute masks only for the candidates that can still reach the
+best nms_pre after re-scoring: the eager one in batches until the next candidate is below
+the bar, the graph one for 2 * nms_pre first and then for the rest that can still matter.
+Against a plain numpy version that scores every candidate, with far more candidates than
+nms_pre, the detections must be the same."""
 
 import numpy as np
 import paddle
 import pytest
 
+import model.postprocess
 from config import Section
-from model.postprocess import cell_strides, segment
+from model.postprocess import cell_strides, get_seg_single
+from model.postprocess_graph import segment
 from tests.model.test_postprocess import brute_force_matrix_nms
 
 
@@ -32,17 +36,25 @@ def numpy_segment(cate, kernels, feat, strides, cfg):
     return labels[order][best], decayed[best]
 
 
-@pytest.mark.parametrize("seed, nms_pre", [(0, 10), (1, 25), (2, 300)])
-def test_pruned_scoring_matches_scoring_every_candidate(seed, nms_pre):
+def random_outputs(seed):
     rng = np.random.RandomState(seed)
     grids, level_strides = (8, 6), (4, 8)
     cells = sum(g * g for g in grids)
     cate = rng.uniform(0, 0.6, (cells, 12)).astype(np.float32)
     kernels = rng.normal(0, 1, (cells, 6)).astype(np.float32)
     feat = rng.normal(0, 1, (6, 10, 14)).astype(np.float32)
-    strides = cell_strides(grids, level_strides)
-    cfg = Section(score_thr=0.1, mask_thr=0.5, nms_pre=nms_pre, nms_kernel="gaussian",
-                  nms_sigma=2.0, update_thr=0.05, max_per_img=40)
+    return cate, kernels, feat, cell_strides(grids, level_strides)
+
+
+def settings(nms_pre):
+    return Section(score_thr=0.1, mask_thr=0.5, nms_pre=nms_pre, nms_kernel="gaussian",
+                   nms_sigma=2.0, update_thr=0.05, max_per_img=40)
+
+
+@pytest.mark.parametrize("seed, nms_pre", [(0, 10), (1, 25), (2, 300)])
+def test_graph_form_matches_scoring_every_candidate(seed, nms_pre):
+    cate, kernels, feat, strides = random_outputs(seed)
+    cfg = settings(nms_pre)
     assert (cate > cfg.score_thr).sum() > 10 * nms_pre or nms_pre == 300
     masks, labels, scores, _ = segment(paddle.to_tensor(cate), paddle.to_tensor(kernels),
                                        paddle.to_tensor(feat), paddle.to_tensor(strides),
@@ -52,3 +64,33 @@ def test_pruned_scoring_matches_scoring_every_candidate(seed, nms_pre):
     np.testing.assert_array_equal(labels.numpy(), expected_labels)
     np.testing.assert_allclose(scores.numpy(), expected_scores, rtol=1e-4)
     assert masks.shape[0] == len(expected_labels)
+
+
+@pytest.mark.parametrize("seed, nms_pre, batch", [(0, 10, 3), (1, 25, 128), (2, 300, 7),
+                                                  (3, 2000, 128)])
+def test_eager_form_matches_scoring_every_candidate(seed, nms_pre, batch, monkeypatch):
+    monkeypatch.setattr(model.postprocess, "SCORING_BATCH", batch)
+    cate, kernels, feat, strides = random_outputs(seed)
+    cfg = settings(nms_pre)
+    result = get_seg_single(cate, kernels, feat, strides, (40, 56), (40, 56), cfg)
+    expected_labels, expected_scores = numpy_segment(cate, kernels, feat, strides, cfg)
+    assert len(expected_labels) > 5
+    np.testing.assert_array_equal(result["labels"], expected_labels)
+    np.testing.assert_allclose(result["scores"], expected_scores, rtol=1e-5)
+    assert result["masks"].shape == (len(expected_labels), 40, 56)
+
+
+def test_eager_form_stops_scoring_below_the_bar(monkeypatch):
+    # With 10 of ~1000 candidates wanted, batching must stop long before the last one.
+    scored = []
+    rescore = model.postprocess.rescore
+
+    def counting(kernels, *args):
+        scored.append(len(kernels))
+        return rescore(kernels, *args)
+
+    monkeypatch.setattr(model.postprocess, "rescore", counting)
+    monkeypatch.setattr(model.postprocess, "SCORING_BATCH", 5)
+    cate, kernels, feat, strides = random_outputs(0)
+    get_seg_single(cate, kernels, feat, strides, (40, 56), (40, 56), settings(10))
+    assert scored[0] == 10 and 10 < sum(scored) < (cate > 0.1).sum() / 4
