@@ -13,10 +13,10 @@ solov2_head.py), which PaddleDetection reproduces step for step:
    image, resized to the original image (both bilinear, half-pixel centres) and binarised.
 
 Everything after the network runs here in numpy and OpenCV, on the network's outputs for
-one image: on CPU, Paddle's kernels for these steps are 3x (matrix products) to 14x
-(comparisons) slower than numpy's (see "Speed" in the README). The exported inference graph
-needs the same steps as tensor ops: :mod:`model.postprocess_graph` (tests check that the two
-agree).
+one image: on CPU, Paddle's eager kernels for these small steps are several times slower
+(``tools/benchmark.py`` times post-processing and Matrix NMS on their own; "Speed" in the
+README compares the two). The exported inference graph needs the same steps as tensor ops:
+:mod:`model.postprocess_graph` (tests check that the two agree).
 """
 
 import cv2
