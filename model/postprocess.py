@@ -106,9 +106,14 @@ def scored_candidates(cate_scores, kernels, mask_feat, cell_strides, cfg):
     rescored = np.concatenate(rescored) if rescored else np.zeros(0, np.float32)
     valid = np.flatnonzero(rescored > -np.inf)
     best = valid[_best_first(rescored[valid])[:cfg.nms_pre]]
-    probs = (np.concatenate(probs)[best] if probs
-             else np.zeros((0, flat_feat.shape[1]), np.float32))
-    return probs, labels[best], rescored[best]
+    # Each batch gives its own chosen rows: concatenating the batches first would copy
+    # every scored mask, most of which are dropped.
+    chosen = np.empty((len(best), flat_feat.shape[1]), np.float32)
+    starts = np.cumsum([0] + [len(batch) for batch in probs])
+    for batch, start, stop in zip(probs, starts[:-1], starts[1:]):
+        here = (best >= start) & (best < stop)
+        chosen[here] = batch[best[here] - start]
+    return chosen, labels[best], rescored[best]
 
 
 def rescore(kernels, flat_feat, scores, strides, mask_thr):
@@ -146,8 +151,7 @@ def matrix_nms(masks, labels, scores, kernel="gaussian", sigma=2.0):
     Only IoUs within a class enter, so each class is decayed on its own: the same numbers
     as one n x n product over all classes, for a fraction of its cost.
     """
-    if kernel not in ("gaussian", "linear"):
-        raise ValueError(f"Matrix NMS kernel must be 'gaussian' or 'linear', got {kernel!r}")
+    check_nms_kernel(kernel)
     # float32 counts pixels exactly up to 2^24, far above any mask-feature size.
     flat = masks.reshape(len(masks), np.prod(masks.shape[1:], dtype=int)).astype(np.float32)
     areas = flat.sum(axis=1)
@@ -170,6 +174,12 @@ def matrix_nms(masks, labels, scores, kernel="gaussian", sigma=2.0):
         # class keeps 1. Masks of other classes would add rows of 1 / f(c_i) >= 1 only.
         decay[members] = ratio.min(axis=0)
     return (scores * decay).astype(np.float32)
+
+
+def check_nms_kernel(kernel):
+    """Both forms of Matrix NMS know two decay kernels; anything else is a config error."""
+    if kernel not in ("gaussian", "linear"):
+        raise ValueError(f"Matrix NMS kernel must be 'gaussian' or 'linear', got {kernel!r}")
 
 
 def paste_masks(probs, crop_hw, ori_hw, mask_thr):

@@ -10,6 +10,7 @@ import paddle
 import paddle.nn.functional as F
 
 from .head import bilinear
+from .postprocess import check_nms_kernel
 
 
 def segment(cate_scores, kernels, mask_feat, cell_strides, crop_hw, ori_hw, cfg):
@@ -114,8 +115,7 @@ def decay_coefficients(flat, labels, sum_masks, kernel, sigma):
     over the classes present would depend on the data): [n, P] 0/1 float masks in score
     order, [n] labels and areas -> [n] decay factors. Broadcasting only, no branch on n,
     so it also runs for n = 0."""
-    if kernel not in ("gaussian", "linear"):
-        raise ValueError(f"Matrix NMS kernel must be 'gaussian' or 'linear', got {kernel!r}")
+    check_nms_kernel(kernel)
     inter = paddle.matmul(flat, flat, transpose_y=True)
     union = sum_masks.unsqueeze(1) + sum_masks.unsqueeze(0) - inter
     iou = paddle.triu(inter / union, diagonal=1)
