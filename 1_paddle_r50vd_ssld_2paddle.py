@@ -7,10 +7,13 @@ comes in (the default takes whichever exists); OUT defaults to dygraph_r50vd_ssl
 The output holds the backbone only; the DCN offset predictors start at zero in training.
 """
 
+import os
 import sys
 
-from tools.convert import converter_main
+from tools.errors import entry_point
+from tools.weights.convert import converter_main
+
+main = entry_point(converter_main)
 
 if __name__ == "__main__":
-    sys.exit(converter_main(2, ["ResNet50_vd_ssld_pretrained", "ResNet50_vd_ssld_pretrained.tar"],
-                            "dygraph_r50vd_ssld.pdparams"))
+    sys.exit(main(os.path.basename(__file__)))

@@ -6,10 +6,13 @@ SOURCE defaults to solov2_light_r50_vd_fpn_dcn_512_3x.pdparams; OUT to
 dygraph_solov2_light_r50_vd_fpn_dcn_512_3x.pdparams.
 """
 
+import os
 import sys
 
-from tools.convert import converter_main
+from tools.errors import entry_point
+from tools.weights.convert import converter_main
+
+main = entry_point(converter_main)
 
 if __name__ == "__main__":
-    sys.exit(converter_main(2, "solov2_light_r50_vd_fpn_dcn_512_3x.pdparams",
-                            "dygraph_solov2_light_r50_vd_fpn_dcn_512_3x.pdparams"))
+    sys.exit(main(os.path.basename(__file__)))

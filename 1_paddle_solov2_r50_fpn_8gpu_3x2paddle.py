@@ -10,10 +10,13 @@ solov2_r50_fpn_3x_coco.pdparams is recognised by its tensor names and converts t
         --output dygraph_solov2_r50_fpn_3x_coco.pdparams
 """
 
+import os
 import sys
 
-from tools.convert import converter_main
+from tools.errors import entry_point
+from tools.weights.convert import converter_main
+
+main = entry_point(converter_main)
 
 if __name__ == "__main__":
-    sys.exit(converter_main(0, "solov2_r50_fpn_3x.pdparams",
-                            "dygraph_paddle_solov2_r50_fpn_3x.pdparams"))
+    sys.exit(main(os.path.basename(__file__)))

@@ -6,10 +6,13 @@ SOURCE defaults to SOLOv2_LIGHT_448_R50_3x.pth; OUT to
 dygraph_solov2_light_448_r50_fpn_8gpu_3x.pdparams. Needs PyTorch (CPU) to read the file.
 """
 
+import os
 import sys
 
-from tools.convert import converter_main
+from tools.errors import entry_point
+from tools.weights.convert import converter_main
+
+main = entry_point(converter_main)
 
 if __name__ == "__main__":
-    sys.exit(converter_main(1, "SOLOv2_LIGHT_448_R50_3x.pth",
-                            "dygraph_solov2_light_448_r50_fpn_8gpu_3x.pdparams"))
+    sys.exit(main(os.path.basename(__file__)))

@@ -6,9 +6,13 @@ SOURCE defaults to SOLOv2_R50_3x.pth; OUT to dygraph_solov2_r50_fpn_8gpu_3x.pdpa
 Needs PyTorch (the CPU build is enough) to read the file.
 """
 
+import os
 import sys
 
-from tools.convert import converter_main
+from tools.errors import entry_point
+from tools.weights.convert import converter_main
+
+main = entry_point(converter_main)
 
 if __name__ == "__main__":
-    sys.exit(converter_main(0, "SOLOv2_R50_3x.pth", "dygraph_solov2_r50_fpn_8gpu_3x.pdparams"))
+    sys.exit(main(os.path.basename(__file__)))

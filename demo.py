@@ -11,12 +11,12 @@ import sys
 import time
 
 from config import add_config_arguments, config_table, load_config
-from tools.checkpoint_io import WeightFileError
-from tools.convert import ConversionError
-from tools.engines import EngineError, add_engine_arguments, load_engine
-from tools.predictor import StageTimes, load_class_names, predict_stream, progress_bar
-from tools.preprocess import list_images
-from tools.visualize import draw_instances, save_image
+from tools.data.coco import load_class_names
+from tools.data.preprocess import list_images
+from tools.errors import MissingInputError, entry_point
+from tools.inference.backends import add_engine_arguments, load_backend
+from tools.inference.predictor import StageTimes, predict_stream, progress_bar
+from tools.inference.visualize import draw_instances, save_image
 
 
 def parse_args(argv=None):
@@ -32,12 +32,10 @@ def parse_args(argv=None):
     return parser.parse_intermixed_args(argv)
 
 
+@entry_point
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ValueError as err:
-        sys.exit(f"error: {err}")
+    cfg = load_config(args.config, args.overrides)
     test = cfg.test_cfg
     input_spec = args.input or test.input
     output_dir = args.output or test.output
@@ -45,15 +43,9 @@ def main(argv=None):
     thresh = test.draw_thresh if args.thresh is None else args.thresh
     print(config_table(cfg))
 
-    try:
-        class_names = load_class_names(cfg)
-        paths = list_images(input_spec)
-        predictor, style = load_engine(args.engine, cfg, args.config, test.model_path,
-                                       args.model_dir)
-    except (WeightFileError, ConversionError, EngineError, FileNotFoundError,
-            ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    class_names = load_class_names(cfg)
+    paths = list_images(input_spec)
+    predictor, style = load_backend(args.engine, cfg, test.model_path, args.model_dir)
     print(f"{len(paths)} images from {input_spec}; preprocessing style {style!r}")
 
     def draw_and_save(item, result):
@@ -82,8 +74,7 @@ def main(argv=None):
     for path, count in done:
         print(f"{path}: {count} instances at score >= {thresh}")
     if not done:
-        print("no image could be read", file=sys.stderr)
-        return 1
+        raise MissingInputError(f"no image could be read from {input_spec}")
     print(f"\n{len(done)} images in {wall:.2f} s: {len(done) / wall:.2f} FPS including "
           f"reading, preprocessing, post-processing and drawing (batch size {batch_size})")
     print(times.report(wall, len(done)))

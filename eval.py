@@ -12,24 +12,16 @@ import argparse
 import sys
 
 from config import config_table
-from tools.checkpoint_io import WeightFileError
-from tools.coco import AnnotationError, CocoSet
-from tools.coco_results import ResultsFileError
-from tools.convert import ConversionError
-from tools.engines import EngineError
-from tools.evaluation import (
+from tools.data.coco import CocoSet
+from tools.errors import entry_point
+from tools.evaluation.cli import (
     add_eval_arguments,
     default_results_path,
-    eval_saved,
     load_eval_config,
     load_set_and_model,
     positive_int,
-    run_eval,
 )
-
-# Problems with the user's files or settings: a message, no traceback, exit status 1.
-USER_ERRORS = (AnnotationError, ResultsFileError, WeightFileError, ConversionError,
-               EngineError, FileNotFoundError)
+from tools.evaluation.predict import eval_saved, run_eval
 
 
 def parse_args(argv=None):
@@ -46,27 +38,20 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+@entry_point
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        cfg = load_eval_config(args)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    cfg = load_eval_config(args)
     print(config_table(cfg))
-    try:
-        if args.from_json:
-            eval_saved(CocoSet(cfg.val_path, cfg.val_pre_path), args.from_json, args.per_class)
-            return 0
-        coco, predictor, style, model_path = load_set_and_model(cfg, args, cfg.val_path,
-                                                                cfg.val_pre_path)
-        run_eval(predictor, style, cfg, coco,
-                 args.output or default_results_path(cfg, model_path, cfg.val_path),
-                 cfg.eval_cfg.batch_size, args.workers, args.limit, args.per_class,
-                 meta={"model_path": model_path, "config": cfg.name, "preprocess": style})
-    except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    if args.from_json:
+        eval_saved(CocoSet(cfg.val_path, cfg.val_pre_path), args.from_json, args.per_class)
+        return 0
+    coco, predictor, style, model_path = load_set_and_model(cfg, args, cfg.val_path,
+                                                            cfg.val_pre_path)
+    run_eval(predictor, style, cfg, coco,
+             args.output or default_results_path(cfg, model_path, cfg.val_path),
+             cfg.eval_cfg.batch_size, args.workers, args.limit, args.per_class,
+             meta={"model_path": model_path, "config": cfg.name, "preprocess": style})
     return 0
 
 

@@ -10,21 +10,15 @@ import argparse
 import sys
 
 from config import config_table
-from tools.checkpoint_io import WeightFileError
-from tools.coco import AnnotationError
-from tools.coco_results import write_submission
-from tools.convert import ConversionError
-from tools.engines import EngineError
-from tools.evaluation import (
+from tools.errors import MissingInputError, entry_point
+from tools.evaluation.cli import (
     add_eval_arguments,
     load_eval_config,
     load_set_and_model,
     output_folder,
-    predict_coco,
 )
-
-USER_ERRORS = (AnnotationError, WeightFileError, ConversionError, EngineError,
-               FileNotFoundError)
+from tools.evaluation.predict import predict_coco
+from tools.evaluation.results import write_submission
 
 
 def parse_args(argv=None):
@@ -36,20 +30,13 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+@entry_point
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        cfg = load_eval_config(args)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    cfg = load_eval_config(args)
     print(config_table(cfg))
-    try:
-        coco, predictor, style, model_path = load_set_and_model(cfg, args, cfg.test_path,
-                                                                cfg.test_pre_path)
-    except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    coco, predictor, style, model_path = load_set_and_model(cfg, args, cfg.test_path,
+                                                            cfg.test_pre_path)
     folder = args.output or output_folder(cfg, model_path)
     batch_size = cfg.eval_cfg.batch_size
     preds = predict_coco(predictor, style, cfg, coco, batch_size=batch_size,
@@ -61,9 +48,7 @@ def main(argv=None):
         print("  the server will count the unreadable images as images without detections",
               file=sys.stderr)
     if not preds.image_ids:
-        print(f"error: none of the images could be read from {cfg.test_pre_path}",
-              file=sys.stderr)
-        return 1
+        raise MissingInputError(f"none of the images could be read from {cfg.test_pre_path}")
     if not preds.records:
         print("warning: no detections at all; the file holds an empty list", file=sys.stderr)
     json_path, zip_path = write_submission(preds.records, folder)

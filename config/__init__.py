@@ -8,20 +8,19 @@ Values are cast to the type of the field they replace.
 import ast
 import difflib
 
-from .base import Section, SOLOv2Config
+from tools.errors import ConfigError
+
+from .base import Published, Section, SOLOv2Config
 from .solov2_light_448_r50_fpn_8gpu_3x import SOLOv2_Light_448_R50_FPN_8GPU_3x
 from .solov2_light_r50_vd_fpn_dcn_512_3x import SOLOv2_Light_R50_VD_FPN_DCN_512_3x
 from .solov2_r50_enhance_coco import SOLOv2_R50_Enhance_COCO
 from .solov2_r50_fpn_8gpu_3x import SOLOv2_R50_FPN_8GPU_3x
 from .solov2_shapes_tour import SOLOv2_Shapes_Tour
 
-CONFIGS = {
-    0: SOLOv2_R50_FPN_8GPU_3x,
-    1: SOLOv2_Light_448_R50_FPN_8GPU_3x,
-    2: SOLOv2_Light_R50_VD_FPN_DCN_512_3x,
-    3: SOLOv2_R50_Enhance_COCO,
-    4: SOLOv2_Shapes_Tour,  # CPU quick tour on synthetic data; template for custom data
-}
+# Config 4 is the CPU quick tour on synthetic data and the template for custom data.
+CONFIGS = {c.number: c for c in (SOLOv2_R50_FPN_8GPU_3x, SOLOv2_Light_448_R50_FPN_8GPU_3x,
+                                 SOLOv2_Light_R50_VD_FPN_DCN_512_3x, SOLOv2_R50_Enhance_COCO,
+                                 SOLOv2_Shapes_Tour)}
 DEFAULT_CONFIG = 2
 
 _TRUE = {"true", "yes", "on", "1"}
@@ -59,21 +58,21 @@ def _cast(text, current):
 
 
 def apply_overrides(cfg, words):
-    """Apply ``key=value`` words to ``cfg`` in place. Raises ValueError on a bad word."""
+    """Apply ``key=value`` words to ``cfg`` in place. Raises ConfigError on a bad word."""
     known = dict(cfg.fields())
     for word in words:
         if "=" not in word:
-            raise ValueError(f"override {word!r} is not of the form key=value")
+            raise ConfigError(f"override {word!r} is not of the form key=value")
         key, text = word.split("=", 1)
         key = key.strip()
         if key not in known:
             close = difflib.get_close_matches(key, known, n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise ValueError(f"unknown config field {key!r}{hint}")
+            raise ConfigError(f"unknown config field {key!r}{hint}")
         try:
             value = _cast(text.strip(), known[key])
         except (ValueError, SyntaxError) as err:
-            raise ValueError(f"cannot set {key}={text!r}: {err}") from None
+            raise ConfigError(f"cannot set {key}={text!r}: {err}") from None
         owner, _, attr = key.rpartition(".")
         target = getattr(cfg, owner) if owner else cfg
         setattr(target, attr, value)
@@ -82,11 +81,13 @@ def apply_overrides(cfg, words):
 
 
 def load_config(number=DEFAULT_CONFIG, overrides=()):
+    """Config ``number`` with ``key=value`` overrides applied and derived fields filled
+    (see SOLOv2Config.resolve). Raises ConfigError for a bad number or word."""
     if number not in CONFIGS:
         choices = ", ".join(f"{n} = {c.name}" for n, c in CONFIGS.items())
-        raise ValueError(f"--config={number} does not exist; choose {choices}")
+        raise ConfigError(f"--config={number} does not exist; choose {choices}")
     cfg = CONFIGS[number]()
-    return apply_overrides(cfg, overrides)
+    return apply_overrides(cfg, overrides).resolve()
 
 
 def add_config_arguments(parser, default=DEFAULT_CONFIG):
@@ -107,5 +108,5 @@ def config_table(cfg):
     return f"config: {cfg.name}\n" + tabulate(rows, headers=("field", "value"))
 
 
-__all__ = ["CONFIGS", "DEFAULT_CONFIG", "Section", "SOLOv2Config", "add_config_arguments",
-           "apply_overrides", "config_table", "load_config"]
+__all__ = ["CONFIGS", "DEFAULT_CONFIG", "Published", "Section", "SOLOv2Config",
+           "add_config_arguments", "apply_overrides", "config_table", "load_config"]

@@ -14,6 +14,23 @@ Numbers come from the reference configs:
 """
 
 import copy
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Published:
+    """One published weight file: where it is downloaded from, which top-level
+    ``1_*2paddle.py`` script converts it, and the file that script writes."""
+
+    file: str
+    url: str
+    converter: str
+    output: str
+    # 'model': weights for demo / eval / export; 'backbone': ImageNet initial weights for
+    # training (train_cfg.model_path).
+    role: str = "model"
+    # The folder the archive unpacks to, which the converter reads as well.
+    unpacked: str = None
 
 
 class Section:
@@ -39,6 +56,10 @@ class Section:
 class SOLOv2Config:
     # Short name; converted weights and output folders are named after it.
     name = "solov2"
+    # The number --config=N picks (config/__init__.py lists them).
+    number = None
+    # The published weight files for this config, the default first (see Published).
+    published = ()
 
     def __init__(self):
         # ------------------------------------------------------------------ model
@@ -80,6 +101,12 @@ class SOLOv2Config:
         self.sigma = 0.2
         # DropBlock (block 3, keep 0.9) before the last conv of both towers, training only.
         self.drop_block = False
+
+        # ------------------------------------------------------------------ weights
+        # The converted weight file demo.py, eval.py, test_dev.py and the export read;
+        # test_cfg.model_path / eval_cfg.model_path override it for one stage. A numbered
+        # config sets it to the output of its first published file.
+        self.model_path = None
 
         # ------------------------------------------------------------------ data
         # RGB mean/std on 0..255 pixels (ImageNet statistics) [SOLO img_norm_cfg].
@@ -152,6 +179,7 @@ class SOLOv2Config:
 
         # ------------------------------------------------------------------ eval
         self.eval_cfg = Section(
+            # None: the config's model_path.
             model_path=None,
             batch_size=1,
             # Where results json files go, so AP can be recomputed with --from-json.
@@ -160,6 +188,7 @@ class SOLOv2Config:
 
         # ------------------------------------------------------------------ test
         self.test_cfg = Section(
+            # None: the config's model_path.
             model_path=None,
             # Post-processing [SOLO test_cfg]: category score threshold, mask binarisation
             # threshold, candidates kept before Matrix NMS, Matrix NMS kernel and sigma,
@@ -187,6 +216,22 @@ class SOLOv2Config:
                     yield f"{key}.{sub}", sub_value
             else:
                 yield key, value
+
+    def resolve(self):
+        """Fill what is derived from other fields once overrides are applied: a stage
+        without its own model_path uses the config's. Returns self."""
+        for section in (self.test_cfg, self.eval_cfg):
+            if section.model_path is None:
+                section.model_path = self.model_path
+        return self
+
+    def published_models(self):
+        """The published files that give this config's test / eval weights."""
+        return [p for p in self.published if p.role == "model"]
+
+    def published_backbone(self):
+        """The published ImageNet backbone training starts from, or None."""
+        return next((p for p in self.published if p.role == "backbone"), None)
 
     def copy(self):
         return copy.deepcopy(self)

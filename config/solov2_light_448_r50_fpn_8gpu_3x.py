@@ -3,11 +3,18 @@
 Reference: WXinlong/SOLO configs/solov2/solov2_light_448_r50_fpn_8gpu_3x.py.
 """
 
-from .base import SOLOv2Config
+from .base import Published, SOLOv2Config
 
 
 class SOLOv2_Light_448_R50_FPN_8GPU_3x(SOLOv2Config):
     name = "solov2_light_448_r50_fpn_8gpu_3x"
+    number = 1
+    published = (
+        Published(file="SOLOv2_LIGHT_448_R50_3x.pth",
+                  url="https://cloudstor.aarnet.edu.au/plus/s/cn1jABtVJwsbb2G/download",
+                  converter="1_solov2_light_448_r50_fpn_8gpu_3x2paddle.py",
+                  output="dygraph_solov2_light_448_r50_fpn_8gpu_3x.pdparams"),
+    )
 
     def __init__(self):
         super().__init__()
@@ -18,5 +25,4 @@ class SOLOv2_Light_448_R50_FPN_8GPU_3x(SOLOv2Config):
         self.test_size = (448, 768)
         self.train_sizes = (352, 384, 416, 448, 480, 512)
         self.train_max_size = 768
-        self.test_cfg.model_path = "dygraph_solov2_light_448_r50_fpn_8gpu_3x.pdparams"
-        self.eval_cfg.model_path = "dygraph_solov2_light_448_r50_fpn_8gpu_3x.pdparams"
+        self.model_path = self.published[0].output

@@ -4,11 +4,30 @@ Reference: PaddleDetection release/0.5 configs/solov2/solov2_light_r50_vd_fpn_dc
 and solov2_light_reader.yml (static graph).
 """
 
-from .base import SOLOv2Config
+from .base import Published, SOLOv2Config
+
+# PaddleClas's ImageNet ResNet50-vd (SSLD distillation), the backbone configs 2 and 3 train
+# from; the .tar unpacks to a folder of per-parameter files.
+SSLD_BACKBONE = Published(
+    file="ResNet50_vd_ssld_pretrained.tar",
+    url="https://paddle-imagenet-models-name.bj.bcebos.com/ResNet50_vd_ssld_pretrained.tar",
+    converter="1_paddle_r50vd_ssld_2paddle.py",
+    output="dygraph_r50vd_ssld.pdparams",
+    role="backbone",
+    unpacked="ResNet50_vd_ssld_pretrained")
 
 
 class SOLOv2_Light_R50_VD_FPN_DCN_512_3x(SOLOv2Config):
     name = "solov2_light_r50_vd_fpn_dcn_512_3x"
+    number = 2
+    published = (
+        Published(file="solov2_light_r50_vd_fpn_dcn_512_3x.pdparams",
+                  url="https://paddlemodels.bj.bcebos.com/object_detection/"
+                      "solov2_light_r50_vd_fpn_dcn_512_3x.pdparams",
+                  converter="1_paddle_solov2_light_r50_vd_fpn_dcn_512_3x2paddle.py",
+                  output="dygraph_solov2_light_r50_vd_fpn_dcn_512_3x.pdparams"),
+        SSLD_BACKBONE,
+    )
 
     def __init__(self):
         super().__init__()
@@ -32,7 +51,7 @@ class SOLOv2_Light_R50_VD_FPN_DCN_512_3x(SOLOv2Config):
         self.train_color_distort = True
         self.train_random_crop = True
         self.train_cfg.update(
-            model_path="dygraph_r50vd_ssld.pdparams",
+            model_path=SSLD_BACKBONE.output,
             # LinearWarmup start_factor 0 over 1000 steps; 270k iterations with x0.1 at
             # 180k and 240k; EMA 0.9998; backbone lr_mult_list [0.05, 0.05, 0.1, 0.15].
             warmup_iters=1000,
@@ -45,5 +64,4 @@ class SOLOv2_Light_R50_VD_FPN_DCN_512_3x(SOLOv2Config):
             backbone_norm_decay=False,
             ema=True,
         )
-        self.test_cfg.model_path = "dygraph_solov2_light_r50_vd_fpn_dcn_512_3x.pdparams"
-        self.eval_cfg.model_path = "dygraph_solov2_light_r50_vd_fpn_dcn_512_3x.pdparams"
+        self.model_path = self.published[0].output

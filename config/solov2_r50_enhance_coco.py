@@ -5,12 +5,20 @@ Reference: PaddleDetection release/2.6 configs/solov2/solov2_r50_enhance_coco.ym
 _base_/solov2_r50_fpn.yml and _base_/solov2_light_reader.yml.
 """
 
-from .base import SOLOv2Config
-from .solov2_light_r50_vd_fpn_dcn_512_3x import SOLOv2_Light_R50_VD_FPN_DCN_512_3x
+from .base import Published, SOLOv2Config
+from .solov2_light_r50_vd_fpn_dcn_512_3x import SSLD_BACKBONE, SOLOv2_Light_R50_VD_FPN_DCN_512_3x
 
 
 class SOLOv2_R50_Enhance_COCO(SOLOv2_Light_R50_VD_FPN_DCN_512_3x):
     name = "solov2_r50_enhance_coco"
+    number = 3
+    published = (
+        Published(file="solov2_r50_enhance_coco.pdparams",
+                  url="https://paddledet.bj.bcebos.com/models/solov2_r50_enhance_coco.pdparams",
+                  converter="1_paddle_solov2_r50_enhance_coco2paddle.py",
+                  output="dygraph_solov2_r50_enhance_coco.pdparams"),
+        SSLD_BACKBONE,
+    )
 
     def __init__(self):
         super().__init__()
@@ -29,5 +37,4 @@ class SOLOv2_R50_Enhance_COCO(SOLOv2_Light_R50_VD_FPN_DCN_512_3x):
             max_iters=36 * 7330,
             lr_milestones=(24 * 7330, 33 * 7330),
         )
-        self.test_cfg.model_path = "dygraph_solov2_r50_enhance_coco.pdparams"
-        self.eval_cfg.model_path = "dygraph_solov2_r50_enhance_coco.pdparams"
+        self.model_path = self.published[0].output

@@ -11,6 +11,8 @@ from .solov2_light_448_r50_fpn_8gpu_3x import SOLOv2_Light_448_R50_FPN_8GPU_3x
 
 class SOLOv2_Shapes_Tour(SOLOv2_Light_448_R50_FPN_8GPU_3x):
     name = "solov2_light_shapes_tour"
+    number = 4
+    published = ()  # trained here, by the quick tour
 
     def __init__(self):
         super().__init__()
@@ -37,7 +39,5 @@ class SOLOv2_Shapes_Tour(SOLOv2_Light_448_R50_FPN_8GPU_3x):
             model_path=None, batch_size=2, base_lr=0.01, scale_lr=False,
             warmup_iters=50, max_iters=600, lr_milestones=(500,),
             save_iter=100, keep_checkpoints=2, eval_iter=200, log_iter=10, num_workers=2)
-        trained = "output/solov2_light_shapes_tour/model_final.pdparams"
-        self.test_cfg.update(model_path=trained, input="data/shapes/val",
-                             output="images/res_shapes")
-        self.eval_cfg.model_path = trained
+        self.model_path = "output/solov2_light_shapes_tour/model_final.pdparams"
+        self.test_cfg.update(input="data/shapes/val", output="images/res_shapes")

@@ -1,18 +1,12 @@
-"""SOLOv2 network, its parts and its post-processing."""
+"""SOLOv2 network (solov2), its parts (resnet, fpn, head, mask_feat_head, layers), its loss
+(loss), post-processing (postprocess: numpy, after the network; postprocess_graph: the same
+as tensor ops) and the layers an export saves (export)."""
 
-import warnings
+from tools.runtime import quiet_paddle_import
 
-# Importing paddle warns that the C++-extension builder found no ccache; we build none.
-warnings.filterwarnings("ignore", message="No ccache found")
+quiet_paddle_import()
 
-from .solov2 import (  # noqa: E402
-    PostProcess,
-    SOLOv2,
-    SOLOv2Inference,
-    build_inference_model,
-    build_model,
-    build_postprocess,
-)
+from .postprocess import PostProcess, build_postprocess  # noqa: E402
+from .solov2 import SOLOv2, build_model  # noqa: E402
 
-__all__ = ["SOLOv2", "SOLOv2Inference", "PostProcess", "build_inference_model",
-           "build_model", "build_postprocess"]
+__all__ = ["SOLOv2", "PostProcess", "build_model", "build_postprocess"]

@@ -229,3 +229,26 @@ def _nth_largest(values, n):
     if len(values) < n:
         return -np.inf
     return np.partition(values, len(values) - n)[len(values) - n]
+
+
+class PostProcess:
+    """Turns SOLOv2 eval outputs into per-image masks, labels, scores and boxes.
+
+    __call__(outputs, crop_hws, ori_hws) -> list of dicts (see get_seg_single), one per
+    image; outputs are the network's (tensors or numpy arrays), crop_hws / ori_hws give
+    each image's resized and original (height, width).
+    """
+
+    def __init__(self, test_cfg, num_grids, strides):
+        self.cfg = test_cfg
+        self.cell_strides = cell_strides(num_grids, strides)
+
+    def __call__(self, outputs, crop_hws, ori_hws):
+        arrays = [np.asarray(outputs[key]) for key in ("cate_scores", "kernels", "mask_feat")]
+        return [get_seg_single(*(a[i] for a in arrays), self.cell_strides, crop_hw, ori_hw,
+                               self.cfg)
+                for i, (crop_hw, ori_hw) in enumerate(zip(crop_hws, ori_hws))]
+
+
+def build_postprocess(cfg):
+    return PostProcess(cfg.test_cfg, cfg.num_grids, cfg.strides)

@@ -5,7 +5,7 @@
     python tools/benchmark.py --config=2 --quick                 # smoke run: tiny input, 1 image
 
 For each engine (dygraph, paddle-inference, onnx) the images go through the shared loop
-(tools/predictor.py) as demo.py runs them, drawing and PNG-encoding each result in memory
+(tools/inference/predictor.py) as demo.py runs them, drawing and PNG-encoding each result in memory
 instead of writing it. One warm-up pass, then ``--repeats`` timed passes; the table shows
 the median images/s over the passes with its min-max, and the median ms per image of each
 stage: read, preprocess, forward (network), postprocess (everything after the network,
@@ -17,10 +17,10 @@ The exported engines run the network and post-processing graphs that
 once into the cache folder. Matrix NMS is also timed on its own, on 500 random masks of the
 mask-feature size of a padded test-size image.
 
---fixture-weights uses the deterministic weights of tests/fixtures (the published files'
-containers, synthetic values), for machines without the published files: the network costs
-what it costs with real weights, but about 4% of all (cell, class) pairs score above
-score_thr, so the post-processing scores some 12,000 candidates per image. ``--sweep``
+--fixture-weights uses the deterministic stand-in weights of tools/weights/standin.py (the
+published files' containers, synthetic values), for machines without the published files:
+the network costs what it costs with real weights, but about 4% of all (cell, class) pairs
+score above score_thr, so the post-processing scores some 12,000 candidates per image. ``--sweep``
 times the post-processing alone with only the best N of them.
 """
 
@@ -35,18 +35,22 @@ if __package__ in (None, ""):  # run as a script: make the repo importable
 
 import numpy as np
 
+from tools.errors import entry_point  # noqa: E402
+
 STAGES = (("read", "read"), ("preprocess", "preprocess"), ("forward", "forward"),
           ("postprocess", "postprocess"), ("consume", "draw"))
 
 
-def fixture_weights(cfg, number, folder):
-    """Deterministic fixture weights for config ``number`` (tests/fixtures), written in the
+def fixture_weights(cfg, folder):
+    """Deterministic stand-in weights for ``cfg`` (tools/weights/standin.py), written in the
     published container and converted into ``folder``; returns the converted path (cached)."""
-    from tests.fixtures.converted import SOURCES, converted_checkpoint
+    from tools.errors import MissingInputError
+    from tools.weights.standin import CONTAINERS, converted_checkpoint
 
-    if number not in SOURCES:
-        raise FileNotFoundError(f"no fixture weights for config {number} (only for "
-                                f"configs {sorted(SOURCES)}); pass --weights")
+    number = cfg.number
+    if number not in CONTAINERS:
+        raise MissingInputError(f"no fixture weights for config {number} (only for "
+                                f"configs {sorted(CONTAINERS)}); pass --weights")
     path = os.path.join(folder, f"fixture_{cfg.name}_{cfg.num_classes}classes.pdparams")
     if not os.path.exists(path):
         os.makedirs(folder, exist_ok=True)
@@ -54,10 +58,10 @@ def fixture_weights(cfg, number, folder):
     return path
 
 
-def ensure_export(cfg, number, weights, folder, log=print):
+def ensure_export(cfg, weights, folder, log=print):
     """The split export of ``weights`` in ``folder``, made unless it is already there."""
-    from tools.engines import EngineError, read_deploy_info
-    from tools.export_model import export, postprocess_settings
+    from tools.deploy.export import export
+    from tools.inference.backends import BackendError, postprocess_settings, read_deploy_info
 
     try:
         info = read_deploy_info(folder)
@@ -66,10 +70,10 @@ def ensure_export(cfg, number, weights, folder, log=print):
                 and os.path.getmtime(os.path.join(folder, "deploy.json"))
                 >= os.path.getmtime(weights)):
             return
-    except EngineError:
+    except BackendError:
         pass
     log(f"exporting {cfg.name} to {folder} (once) ...")
-    export(cfg, weights, folder, number, onnx=True, split=True, log=lambda *a: None)
+    export(cfg, weights, folder, onnx=True, split=True, log=lambda *a: None)
 
 
 def time_engine(predictor, style, cfg, paths, repeats, class_names, batch_size=1):
@@ -77,8 +81,8 @@ def time_engine(predictor, style, cfg, paths, repeats, class_names, batch_size=1
     -> list of ms per image per pass)."""
     import cv2
 
-    from tools.predictor import StageTimes, predict_stream
-    from tools.visualize import draw_instances
+    from tools.inference.predictor import StageTimes, predict_stream
+    from tools.inference.visualize import draw_instances
 
     def draw(item, result):
         drawn = draw_instances(item.image, result, class_names, cfg.test_cfg.draw_thresh)
@@ -102,7 +106,7 @@ def time_matrix_nms(cfg, repeats, count=500):
     """Median and min-max seconds of Matrix NMS on ``count`` random masks of the mask
     feature size of a padded ``test_size`` image (the eager form, as dygraph runs it)."""
     from model.postprocess import matrix_nms
-    from tools.preprocess import padded_shape
+    from tools.data.preprocess import padded_shape
 
     short, long_ = cfg.test_size
     h, w = padded_shape(short, long_)
@@ -123,10 +127,10 @@ def network_outputs(cfg, weights, path, style):
     """Dygraph network outputs (numpy) for one image, with its crop and original size."""
     import paddle
 
-    from tools.predictor import load_predictor
-    from tools.preprocess import pad_batch, preprocess, read_image
+    from tools.data.preprocess import pad_batch, preprocess, read_image
+    from tools.inference.backends import load_dygraph
 
-    predictor, _ = load_predictor(cfg, weights)
+    predictor, _ = load_dygraph(cfg, weights)
     chw, crop_hw, ori_hw = preprocess(read_image(path), cfg.test_size, cfg.pixel_mean,
                                       cfg.pixel_std, style)
     with paddle.no_grad():
@@ -146,7 +150,7 @@ def keep_best_candidates(cate_scores, count, score_thr):
 
 def postprocess_sweep(engine, predictor, outputs, crop_hw, ori_hw, cfg, counts, repeats):
     """Median ms of the post-processing alone of ``engine`` for each candidate count."""
-    from tools.engines import shape_feeds
+    from tools.inference.backends import shape_feeds
 
     def run(cate_scores):
         if engine == "dygraph":
@@ -198,7 +202,7 @@ def sweep_table(sweeps, results):
 
 def parse_args(argv=None):
     from config import add_config_arguments
-    from tools.engines import ENGINES
+    from tools.inference.backends import BACKENDS as ENGINES
 
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -224,46 +228,37 @@ def parse_args(argv=None):
     return parser.parse_intermixed_args(argv)
 
 
+@entry_point
 def main(argv=None):
     from config import load_config
-    from tools.checkpoint_io import WeightFileError
-    from tools.convert import ConversionError
-    from tools.engines import ENGINES, EngineError, load_engine
-    from tools.predictor import load_class_names
-    from tools.preprocess import list_images
+    from tools.data.coco import load_class_names
+    from tools.data.preprocess import list_images
+    from tools.errors import ConfigError
+    from tools.inference.backends import BACKENDS as ENGINES
+    from tools.inference.backends import load_backend
 
     args = parse_args(argv)
     overrides = list(args.overrides) + (["test_size=(128, 192)"] if args.quick else [])
-    try:
-        cfg = load_config(args.config, overrides)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    cfg = load_config(args.config, overrides)
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     unknown = [e for e in engines if e not in ENGINES]
     if unknown:
-        print(f"error: unknown engines {unknown}; choose from {ENGINES}", file=sys.stderr)
-        return 1
+        raise ConfigError(f"unknown engines {unknown}; choose from {ENGINES}")
     paths = list_images(args.input)[:1 if args.quick else None]
     repeats = 1 if args.quick else args.repeats
     folder = os.path.join(args.cache, cfg.name)
-    try:
-        weights = (fixture_weights(cfg, args.config, folder) if args.fixture_weights
-                   else args.weights or cfg.test_cfg.model_path)
-        model_dir = args.model_dir or os.path.join(folder, "export")
-        if any(e != "dygraph" for e in engines) and not args.model_dir:
-            ensure_export(cfg, args.config, weights, model_dir)
-        class_names = load_class_names(cfg)
-    except (WeightFileError, ConversionError, EngineError, FileNotFoundError,
-            ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    weights = (fixture_weights(cfg, folder) if args.fixture_weights
+               else args.weights or cfg.test_cfg.model_path)
+    model_dir = args.model_dir or os.path.join(folder, "export")
+    if any(e != "dygraph" for e in engines) and not args.model_dir:
+        ensure_export(cfg, weights, model_dir)
+    class_names = load_class_names(cfg)
 
     load_before = os.getloadavg()
     results, notes, sweeps, outputs = {}, [], {}, None
     for engine in engines:
-        predictor, style = load_engine(engine, cfg, args.config, model_path=weights,
-                                       model_dir=model_dir, threads=args.threads, split=True)
+        predictor, style = load_backend(engine, cfg, model_path=weights, model_dir=model_dir,
+                                        threads=args.threads, split=True)
         results[engine] = time_engine(predictor, style, cfg, paths, repeats, class_names)
         if getattr(predictor, "description", engine) != engine:  # e.g. how oneDNN ran
             notes.append(predictor.description)

@@ -13,11 +13,12 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __package__ in (None, ""):  # run as a script: make the repo importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from config import add_config_arguments, load_config  # noqa: E402
-from tools.coco import AnnotationError  # noqa: E402
-from tools.train_setup import build_train_loader, build_train_set  # noqa: E402
+from tools.errors import entry_point  # noqa: E402
+from tools.training.build import build_train_loader, build_train_set  # noqa: E402
 
 
 def measure(loader, sampler, batches, warmup=3):
@@ -36,6 +37,7 @@ def measure(loader, sampler, batches, warmup=3):
         epoch += 1
 
 
+@entry_point
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -43,13 +45,9 @@ def main(argv=None):
     parser.add_argument("--batches", type=int, default=50, help="timed batches")
     parser.add_argument("--workers", type=int, help="loader workers (default train_cfg)")
     args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-        dataset = build_train_set(cfg)
-        loader, sampler = build_train_loader(cfg, dataset, args.workers)
-    except (AnnotationError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    cfg = load_config(args.config, args.overrides)
+    dataset = build_train_set(cfg)
+    loader, sampler = build_train_loader(cfg, dataset, args.workers)
     workers = cfg.train_cfg.num_workers if args.workers is None else args.workers
     images, seconds = measure(loader, sampler, args.batches)
     print(f"{cfg.name}: {images} images in {seconds:.1f} s = {images / seconds:.1f} images/s "

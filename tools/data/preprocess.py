@@ -23,10 +23,12 @@ import os
 import cv2
 import numpy as np
 
+from ..errors import ConfigError, MissingInputError, UserError
+
 STYLES = ("mmcv", "ppdet_static", "ppdet2")
 
 
-class ImageReadError(Exception):
+class ImageReadError(UserError):
     """A file that is missing, empty or not a decodable image."""
 
 
@@ -66,7 +68,7 @@ def preprocess(image, size, mean, std, style):
     The result is not padded; see :func:`pad_batch`.
     """
     if style not in STYLES:
-        raise ValueError(f"unknown preprocessing style {style!r}; choose one of {STYLES}")
+        raise ConfigError(f"unknown preprocessing style {style!r}; choose one of {STYLES}")
     h, w = image.shape[:2]
     short, max_size = size
     scale = resize_scale(h, w, short, max_size, style)
@@ -93,6 +95,15 @@ def preprocess(image, size, mean, std, style):
                              interpolation=cv2.INTER_LINEAR)
         crop = (int(np.float32(scale * h)), int(np.float32(scale * w)))
     return np.ascontiguousarray(out.transpose(2, 0, 1)), crop, (h, w)
+
+
+def preprocess_style(cfg, meta=None):
+    """The preprocessing style to use: the config's explicit choice, else the style a
+    weight file records in its ``meta`` (see tools.weights.files), else the config's
+    native style -- the resize rule of the reference the config follows."""
+    if cfg.preprocess != "auto":
+        return cfg.preprocess
+    return (meta or {}).get("preprocess", cfg.native_preprocess)
 
 
 def padded_shape(h, w, stride=32):
@@ -126,5 +137,5 @@ def list_images(spec):
         return [spec]
     matches = sorted(p for p in glob.glob(spec) if os.path.isfile(p))
     if not matches:
-        raise FileNotFoundError(f"no images match {spec!r}")
+        raise MissingInputError(f"no images match {spec!r}")
     return matches

@@ -1,9 +1,9 @@
 """Training checkpoints: model, optimizer, EMA and iteration in one file, written atomically.
 
 Layout: ``OUTPUT/checkpoints/iter_0001000.pdparams``, a flat {name: array} pickle (read with
-the safe unpickler of tools/checkpoint_io.py) whose names are prefixed ``model/``,
+the safe unpickler of tools/weights/files.py) whose names are prefixed ``model/``,
 ``optim/`` and ``ema/``; the iteration and EMA step are in its meta. The file is written
-under a temporary name and renamed into place (tools.checkpoint_io.save_pdparams), so a
+under a temporary name and renamed into place (tools.weights.files.save_pdparams), so a
 kill at any moment leaves either the previous checkpoint or the new one, never half of one;
 temporary names (``.tmp-*``) never match the checkpoint pattern, so resuming cannot pick
 one up. Optimizer slots are stored under the parameter's structured name
@@ -11,11 +11,13 @@ one up. Optimizer slots are stored under the parameter's structured name
 (``conv2d_12.w_0``) depend on creation order in the process.
 """
 
+import math
 import os
 import re
 import sys
 
-from .checkpoint_io import WeightFileError, load_pdparams, save_pdparams
+from ..errors import UserError
+from ..weights.files import WeightFileError, load_pdparams, save_pdparams
 
 PATTERN = re.compile(r"^iter_(\d+)\.pdparams$")
 
@@ -114,3 +116,26 @@ def restore(arrays, meta, model, optimizer, ema=None):
             raise WeightFileError("the config uses EMA but the checkpoint has no EMA state")
         ema.load_arrays(parts["ema"], int(meta.get("ema_step", 0)))
     return int(meta["iteration"])
+
+
+def start_iteration(output_dir, resume, model, optimizer, ema=None, log=_warn):
+    """(first iteration, best mask AP so far) of a run writing into ``output_dir``:
+    (0, -inf) for a new run, else what the newest checkpoint recorded, its state restored
+    into the training objects. A new run refuses a folder that already holds checkpoints,
+    so that one run never mixes into another's."""
+    folder = checkpoint_dir(output_dir)
+    if not resume:
+        existing = list_checkpoints(folder)
+        if existing:
+            raise UserError(f"{folder} already holds checkpoints up to iteration "
+                            f"{existing[-1][0]}; pass --resume to continue that run, or set "
+                            "train_cfg.output_dir to a new folder")
+        return 0, -math.inf
+    found = load_latest(folder, log=log)
+    if found is None:
+        log(f"--resume: no checkpoint in {folder}; starting at iteration 0")
+        return 0, -math.inf
+    _, arrays, meta, path = found
+    iteration = restore(arrays, meta, model, optimizer, ema)
+    log(f"resumed from {path} at iteration {iteration}")
+    return iteration, float(meta.get("best_ap", "-inf"))

@@ -18,6 +18,8 @@ import tempfile
 
 import numpy as np
 
+from ..errors import UserError
+
 # Our converted files carry a small dict of strings under this key (which preprocessing
 # the weights expect, where they came from). paddle.load reads the file like any other.
 META_KEY = "solov2_meta"
@@ -25,7 +27,7 @@ META_KEY = "solov2_meta"
 PADDLE_NAME_TABLE = "StructuredToParameterName@@"
 
 
-class WeightFileError(Exception):
+class WeightFileError(UserError):
     """A weight file is missing, truncated, of an unknown format, or unsafe."""
 
 

@@ -4,7 +4,7 @@ A record follows COCO's results format (cocodataset.org/#format-results): ``imag
 ``category_id`` (the dataset's id, not our 0-based label), ``score`` as a float, and for
 instance segmentation a ``segmentation`` in compressed RLE from pycocotools.mask.encode.
 Each record also carries the ``bbox`` [x, y, w, h] of its mask, so one file serves both
-mask AP and box AP; :mod:`tools.coco_eval` gives each metric only the field it needs.
+mask AP and box AP; :mod:`tools.evaluation.cocoeval` gives each metric only the field it needs.
 """
 
 import json
@@ -14,12 +14,13 @@ import zipfile
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from .coco import read_json
+from ..data.coco import read_json
+from ..errors import UserError
 
 RECORD_KEYS = ("image_id", "category_id", "score")
 
 
-class ResultsFileError(Exception):
+class ResultsFileError(UserError):
     """A results json that cannot be read back or does not fit the annotation file."""
 
 

@@ -8,7 +8,6 @@ so a batch of N gives the same masks as N single images.
 """
 
 import collections
-import os
 import sys
 import threading
 import time
@@ -16,9 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-import paddle
 
-from .preprocess import ImageReadError, pad_batch, padded_shape, preprocess, read_image
+from ..data.preprocess import ImageReadError, pad_batch, padded_shape, preprocess, read_image
 
 
 class StageTimes:
@@ -82,30 +80,10 @@ def load_item(index, path, size, mean, std, style, keep_image=False, times=None)
     return Item(index, path, chw, crop_hw, ori_hw, image if keep_image else None)
 
 
-class DygraphPredictor:
-    """The dynamic-graph network plus post-processing, behind the interface every engine
-    offers: ``predictor(batch, crop_hws, ori_hws, times) -> list of result dicts``, with
-    ``batch`` the padded [N, 3, H, W] float32 numpy input."""
-
-    def __init__(self, model, postprocess):
-        self.model = model
-        self.postprocess = postprocess
-        model.eval()
-
-    def __call__(self, batch, crop_hws, ori_hws, times):
-        start = time.perf_counter()
-        with paddle.no_grad():
-            outputs = self.model(paddle.to_tensor(batch))
-            forward_done = time.perf_counter()
-            results = self.postprocess(outputs, crop_hws, ori_hws)
-        times.add("forward", forward_done - start, len(batch))
-        times.add("postprocess", time.perf_counter() - forward_done, len(batch))
-        return results
-
-
 def predict_stream(predictor, paths, size, mean, std, style, batch_size=1, num_workers=2,
                    keep_image=False, consumer=None, times=None, on_error=None, progress=None):
-    """Predict every image in ``paths`` with ``predictor`` (e.g. a DygraphPredictor).
+    """Predict every image in ``paths`` with ``predictor``, any backend of
+    tools.inference.backends: ``predictor(batch, crop_hws, ori_hws, times) -> results``.
 
     consumer(item, result) runs in a worker thread for each image (result: the dict of
     masks/labels/scores/boxes from the post-processing); its return values come back as a
@@ -167,63 +145,3 @@ def predict_stream(predictor, paths, size, mean, std, style, batch_size=1, num_w
             index, value = future.result()
             results[index] = value
     return results
-
-
-def resolve_preprocess(cfg, meta):
-    """The preprocessing style for these weights: the config's explicit choice, else what
-    the weight file records, else the config's native style."""
-    if cfg.preprocess != "auto":
-        return cfg.preprocess
-    return meta.get("preprocess", cfg.native_preprocess)
-
-
-def load_class_names(cfg):
-    """Class names from ``cfg.classes_path``, one per line; must match num_classes."""
-    path = cfg.classes_path
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"classes_path {path!r} does not exist; write one class name "
-                                "per line, in label order")
-    with open(path, encoding="utf-8") as f:
-        names = [line.strip() for line in f if line.strip()]
-    if len(names) != cfg.num_classes:
-        raise ValueError(f"{path} lists {len(names)} classes but num_classes="
-                         f"{cfg.num_classes}; make them agree")
-    return names
-
-
-def use_all_cpu_cores(processes=1):
-    """Let Paddle's CPU kernels use every core this process may run on (split evenly when
-    ``processes`` processes share the machine).
-
-    Paddle 3.3's dynamic graph runs its CPU math on one thread by default
-    (FLAGS_paddle_num_threads=1; changing the flag after start-up has no effect). On a
-    2-core machine two threads make the config 2 forward pass 1.6x faster, and the
-    post-processing matmuls 2x. Returns the thread count set.
-    """
-    from paddle.base import core
-
-    count = max(cpu_cores() // max(processes, 1), 1)
-    core.set_num_threads(count)
-    return count
-
-
-def cpu_cores():
-    """Cores this process may run on."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(int(cores or 1), 1)
-
-
-def load_predictor(cfg, model_path, config_number=None):
-    """(DygraphPredictor, preprocessing style) for a weight file.
-
-    Raises tools.convert.MissingWeightsError (with download/convert instructions) when the
-    file does not exist, WeightFileError / ConversionError when it does not fit the config.
-    """
-    from model import build_model, build_postprocess
-
-    from .convert import load_weights
-
-    use_all_cpu_cores()
-    model = build_model(cfg)
-    meta = load_weights(model, model_path, cfg, config_number)
-    return DygraphPredictor(model, build_postprocess(cfg)), resolve_preprocess(cfg, meta)

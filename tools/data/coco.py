@@ -11,8 +11,10 @@ import io
 import json
 import os
 
+from ..errors import ConfigError, MissingInputError, UserError
 
-class AnnotationError(Exception):
+
+class AnnotationError(UserError):
     """An annotation file that is missing or not a usable COCO-style json."""
 
 
@@ -74,3 +76,40 @@ class CocoSet:
             raise AnnotationError(
                 f"{self.ann_file} has {self.num_classes} categories but the config has "
                 f"num_classes={num_classes}; set num_classes={self.num_classes}")
+
+
+def read_class_names(path):
+    """Class names from a text file, one per line in label order (blank lines skipped)."""
+    with open(path, encoding="utf-8") as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+def load_class_names(cfg):
+    """Class names from ``cfg.classes_path``; must match num_classes."""
+    path = cfg.classes_path
+    if not os.path.exists(path):
+        raise MissingInputError(f"classes_path {path!r} does not exist; write one class name "
+                                "per line, in label order")
+    names = read_class_names(path)
+    if len(names) != cfg.num_classes:
+        raise ConfigError(f"{path} lists {len(names)} classes but num_classes="
+                          f"{cfg.num_classes}; make them agree")
+    return names
+
+
+def write_training_classes(cfg, coco, output_dir, log=print):
+    """Check the training set against the config and write its class names to
+    OUTPUT/classes.txt, which demo.py and eval.py read for a trained model.
+
+    Class names come from the annotation file (``coco``, a CocoSet); a ``classes_path``
+    that lists other names, or another order, is reported and not used."""
+    coco.check_classes(cfg.num_classes)
+    names = coco.class_names
+    if cfg.classes_path and os.path.exists(cfg.classes_path):
+        if read_class_names(cfg.classes_path) != names:
+            log(f"warning: {cfg.classes_path} does not list the annotation file's classes in "
+                f"label order; predictions will be labelled with {output_dir}/classes.txt")
+    path = os.path.join(output_dir, "classes.txt")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(names) + "\n")
+    return path

@@ -19,6 +19,8 @@ tensor is copied as it is; only names change.
 
 from model.resnet import STAGE_BLOCKS
 
+from ..errors import ConfigError
+
 BN_SUFFIXES = ("weight", "bias", "_mean", "_variance")
 TORCH_BN = ("weight", "bias", "running_mean", "running_var")
 FLUID_BN = ("scale", "offset", "mean", "variance")
@@ -53,7 +55,7 @@ def _check_supported(cfg, source, backbone_dcn=True, head_dcn=True, mask_dcn=Tru
     if cfg.mask_feat_dcn and not mask_dcn:
         problems.append("DCN in the mask feature head")
     if problems:
-        raise ValueError(f"{cfg.name} has {' and '.join(problems)}, which {source} "
+        raise ConfigError(f"{cfg.name} has {' and '.join(problems)}, which {source} "
                          "weights never have; pick the matching --config")
 
 
@@ -61,7 +63,7 @@ def _check_supported(cfg, source, backbone_dcn=True, head_dcn=True, mask_dcn=Tru
 def solo_pth_pairs(cfg):
     _check_supported(cfg, "SOLO .pth", backbone_dcn=False, head_dcn=False, mask_dcn=False)
     if cfg.backbone_variant != "b":
-        raise ValueError("SOLO .pth files hold a ResNet-b backbone; use config 0 or 1")
+        raise ConfigError("SOLO .pth files hold a ResNet-b backbone; use config 0 or 1")
     pairs = [("backbone.stem.0.conv.weight", "backbone.conv1.weight")]
     pairs += _norm("backbone.stem.0", "backbone.bn1", TORCH_BN)
     for ours, stage, b, _ in _blocks():
@@ -193,7 +195,7 @@ def _ppdet2_conv(ours, theirs, dcn):
 
 def ppdet2_pairs(cfg):
     if cfg.head_dcn_convs and not cfg.head_dcn_bias:
-        raise ValueError(f"{cfg.name} builds head DCNs without bias; PaddleDetection 2.x "
+        raise ConfigError(f"{cfg.name} builds head DCNs without bias; PaddleDetection 2.x "
                          "head DCNs have one (use config 3 for the enhance model)")
     pairs = []
     stem = ["conv1_1", "conv1_2", "conv1_3"] if cfg.backbone_variant == "d" else ["conv1"]

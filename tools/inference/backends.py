@@ -1,12 +1,16 @@
-"""Predictors for exported models, and the one factory every script picks an engine with.
+"""The backends that run SOLOv2, and the one factory every script picks one with.
 
-Each predictor has the interface of tools.predictor.DygraphPredictor,
+Every backend is a predictor with one interface,
 ``predictor(batch, crop_hws, ori_hws, times) -> list of result dicts``, so the shared loop
-(tools.predictor.predict_stream) runs any of them:
+(tools.inference.predictor.predict_stream) runs any of them. ``--engine`` names one:
 
-  'dygraph'           the model code and a weight file (tools.predictor.load_predictor)
+  'dygraph'           the model code and a weight file (:func:`load_dygraph`)
   'paddle-inference'  an exported folder through paddle.inference (no model code needed)
   'onnx'              the exported model.onnx through onnxruntime
+
+An exported folder is what tools/deploy/export.py writes; its deploy.json follows the
+contract at the top of the "exported folders" part below, which this module reads and the
+export writes.
 
 An exported graph takes one image at a time (each image's masks come at its own original
 size), so a batch is run image by image; every image sees the batch's padded input, as in
@@ -18,28 +22,85 @@ import os
 import time
 
 import numpy as np
+import paddle
 
-from .predictor import cpu_cores
+from ..data.preprocess import preprocess_style
+from ..errors import UserError
+from ..runtime import cpu_cores, use_all_cpu_cores
 
-ENGINES = ("dygraph", "paddle-inference", "onnx")
+BACKENDS = ("dygraph", "paddle-inference", "onnx")
 
 
-class EngineError(Exception):
-    """An exported folder or an engine's library is missing or unusable; says what to do."""
+class BackendError(UserError):
+    """An exported folder or a backend's library is missing or unusable; says what to do."""
+
+
+# --------------------------------------------------------------------- dynamic graph
+class DygraphPredictor:
+    """The dynamic-graph network plus post-processing, behind the interface every backend
+    offers: ``predictor(batch, crop_hws, ori_hws, times) -> list of result dicts``, with
+    ``batch`` the padded [N, 3, H, W] float32 numpy input."""
+
+    def __init__(self, model, postprocess):
+        self.model = model
+        self.postprocess = postprocess
+        model.eval()
+
+    def __call__(self, batch, crop_hws, ori_hws, times):
+        start = time.perf_counter()
+        with paddle.no_grad():
+            outputs = self.model(paddle.to_tensor(batch))
+            forward_done = time.perf_counter()
+            results = self.postprocess(outputs, crop_hws, ori_hws)
+        times.add("forward", forward_done - start, len(batch))
+        times.add("postprocess", time.perf_counter() - forward_done, len(batch))
+        return results
+
+
+def load_dygraph(cfg, model_path):
+    """(DygraphPredictor, preprocessing style) for a weight file.
+
+    Raises tools.weights.load.MissingWeightsError (with download/convert instructions) when
+    the file does not exist, WeightFileError / ConversionError when it does not fit the
+    config.
+    """
+    from model import build_model, build_postprocess
+
+    from ..weights.load import load_weights
+
+    use_all_cpu_cores()
+    model = build_model(cfg)
+    meta = load_weights(model, model_path, cfg)
+    return DygraphPredictor(model, build_postprocess(cfg)), preprocess_style(cfg, meta)
+
+
+# --------------------------------------------------------------------- exported folders
+# Version of deploy.json's layout; backends refuse a folder they do not understand.
+DEPLOY_FORMAT = 1
+# The test_cfg fields the exported graph bakes in; a run with other values must export again.
+POSTPROCESS_FIELDS = ("score_thr", "mask_thr", "nms_pre", "nms_kernel", "nms_sigma",
+                      "update_thr", "max_per_img")
+
+
+def postprocess_settings(cfg):
+    return {name: getattr(cfg.test_cfg, name) for name in POSTPROCESS_FIELDS}
+
+
+def default_model_dir(cfg):
+    """Where a config's export goes unless told otherwise: inference_model/<config name>."""
+    return os.path.join("inference_model", cfg.name)
 
 
 def read_deploy_info(model_dir):
-    from .export_model import DEPLOY_FORMAT
-
     path = os.path.join(model_dir, "deploy.json")
     if not os.path.exists(path):
-        raise EngineError(f"{path} not found: export the model first, e.g. "
-                          "python tools/export_model.py --config=N --output "
-                          f"{model_dir}")
+        raise BackendError(f"{path} not found: export the model first, e.g. "
+                           "python tools/export_model.py --config=N --output "
+                           f"{model_dir}")
     with open(path) as f:
         info = json.load(f)
     if info.get("format") != DEPLOY_FORMAT:
-        raise EngineError(f"{path} has format {info.get('format')}, this code reads "
+        raise BackendError(f"{path} has format {info.get('format')}, this code reads "
                           f"{DEPLOY_FORMAT}; export the model again")
     return info
 
@@ -62,7 +123,7 @@ class PaddleInferenceRunner:
         self._inference = inference
         self.prefix, self.threads = prefix, threads or cpu_cores()
         if not os.path.exists(prefix + ".json"):
-            raise EngineError(f"{prefix}.json not found; export the model again")
+            raise BackendError(f"{prefix}.json not found; export the model again")
         self.auto = onednn == "auto"
         self.onednn = bool(onednn)
         self.fallback_reason = None
@@ -114,10 +175,10 @@ class OnnxRunner:
         try:
             import onnxruntime
         except ImportError:
-            raise EngineError("onnxruntime is not installed: pip install -r "
+            raise BackendError("onnxruntime is not installed: pip install -r "
                               "requirements-deploy.txt") from None
         if not os.path.exists(path):
-            raise EngineError(f"{path} not found; export with ONNX (tools/export_model.py "
+            raise BackendError(f"{path} not found; export with ONNX (tools/export_model.py "
                               "without --no-onnx; see deploy.json for why it may be missing)")
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads or cpu_cores()
@@ -141,7 +202,7 @@ def shape_feeds(crop_hw, ori_hw):
 
 
 class ExportedPredictor:
-    """An exported SOLOv2 run by ``engine``: 'paddle-inference' or 'onnx'.
+    """An exported SOLOv2 run by ``engine`` (a backend name): 'paddle-inference' or 'onnx'.
 
     split=False runs the one graph with post-processing inside (stage 'model'); split=True
     runs the network and post-processing graphs saved by ``export_model.py --split`` one
@@ -154,7 +215,7 @@ class ExportedPredictor:
         parts = ("network", "postprocess") if split else ("model",)
         missing = [p for p in parts if p not in self.info["parts"]]
         if missing:
-            raise EngineError(f"{model_dir} has no {missing} graph; export with --split")
+            raise BackendError(f"{model_dir} has no {missing} graph; export with --split")
         self.runners = {}
         for part in parts:
             prefix = os.path.join(model_dir, part)
@@ -163,7 +224,7 @@ class ExportedPredictor:
             elif engine == "paddle-inference":
                 self.runners[part] = PaddleInferenceRunner(prefix, threads, onednn)
             else:
-                raise EngineError(f"unknown engine {engine!r}; choose one of {ENGINES}")
+                raise BackendError(f"unknown engine {engine!r}; choose one of {BACKENDS}")
 
     @property
     def description(self):
@@ -197,8 +258,8 @@ class ExportedPredictor:
 
 
 def add_engine_arguments(parser):
-    """``--engine`` and ``--model-dir``, as demo.py and eval.py take them."""
-    parser.add_argument("--engine", choices=ENGINES, default="dygraph",
+    """``--engine`` and ``--model-dir``, as demo.py, eval.py and test_dev.py take them."""
+    parser.add_argument("--engine", choices=BACKENDS, default="dygraph",
                         help="dygraph: model code + weights file; paddle-inference / onnx: "
                              "the folder tools/export_model.py wrote (default dygraph)")
     parser.add_argument("--model-dir", help="exported folder for --engine paddle-inference / "
@@ -206,35 +267,30 @@ def add_engine_arguments(parser):
     return parser
 
 
-def load_engine(engine, cfg, config_number=None, model_path=None, model_dir=None,
-                threads=None, split=False):
-    """(predictor, preprocessing style) for ``engine``; the one call demo.py, eval.py and
-    tools/benchmark.py make.
+def load_backend(engine, cfg, model_path=None, model_dir=None, threads=None, split=False):
+    """(predictor, preprocessing style) for backend ``engine``; the one call demo.py,
+    eval.py, test_dev.py and tools/benchmark.py make.
 
-    dygraph reads ``model_path`` (default cfg.test_cfg.model_path); the exported engines
+    dygraph reads ``model_path`` (default cfg.test_cfg.model_path); the exported backends
     read ``model_dir`` (default inference_model/<config name>) and take the preprocessing
-    style recorded there at export. Raises EngineError, or the weight loader's errors.
+    style recorded there at export. Raises BackendError, or the weight loader's errors.
     """
     if engine == "dygraph":
-        from .predictor import load_predictor
-
-        return load_predictor(cfg, model_path or cfg.test_cfg.model_path, config_number)
-    if engine not in ENGINES:
-        raise EngineError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
-    from .export_model import default_output, postprocess_settings
-
-    model_dir = model_dir or default_output(cfg)
+        return load_dygraph(cfg, model_path or cfg.test_cfg.model_path)
+    if engine not in BACKENDS:
+        raise BackendError(f"unknown engine {engine!r}; choose one of {', '.join(BACKENDS)}")
+    model_dir = model_dir or default_model_dir(cfg)
     info = read_deploy_info(model_dir)
     if info["config"] != cfg.name:
-        raise EngineError(f"{model_dir} holds {info['config']}, not {cfg.name}; pass the "
-                          "matching --config")
+        raise BackendError(f"{model_dir} holds {info['config']}, not {cfg.name}; pass the "
+                           "matching --config")
     # The post-processing thresholds are part of the exported graph: a different value on
     # the command line would be silently ignored, so it is an error instead.
     wanted, exported = postprocess_settings(cfg), info.get("postprocess", {})
     differ = [f"test_cfg.{k}={wanted[k]!r} (exported with {exported.get(k)!r})"
               for k in wanted if exported.get(k) != wanted[k]]
     if differ:
-        raise EngineError(f"{model_dir} was exported with other post-processing settings: "
-                          f"{', '.join(differ)}; export again with the same key=value "
-                          "overrides")
+        raise BackendError(f"{model_dir} was exported with other post-processing settings: "
+                           f"{', '.join(differ)}; export again with the same key=value "
+                           "overrides")
     return ExportedPredictor(model_dir, engine, threads, split), info["preprocess"]

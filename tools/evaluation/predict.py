@@ -1,26 +1,22 @@
 """A model's pass over a COCO-style set, and the evaluation built on it.
 
-eval.py and test_dev.py (and training's periodic evaluation) run the one prediction loop,
-tools.predictor.predict_stream: worker threads read and preprocess, the calling thread runs
-the network and post-processing, worker threads encode masks as COCO RLE. A progress bar
-with an ETA runs on stderr. Images that cannot be read are reported and left out, and the
-evaluation covers the images that were predicted.
+eval.py and test_dev.py (and training's periodic evaluation, :func:`evaluate_segm`) run
+the one prediction loop, tools.inference.predictor.predict_stream: worker threads read
+and preprocess, the calling thread runs the network and post-processing, worker threads
+encode masks as COCO RLE. A progress bar with an ETA runs on stderr. Images that cannot be
+read are reported and left out, and the evaluation covers the images that were predicted.
 """
 
-import argparse
 import os
 import sys
 import time
 from dataclasses import dataclass, field
 
-from config import add_config_arguments, load_config
-
-from .checkpoint_io import WeightFileError
-from .coco import CocoSet
-from .coco_eval import STAT_NAMES, evaluate, per_class_table
-from .coco_results import encode_result, info_path, read_info, read_results, write_json
-from .engines import add_engine_arguments, load_engine
-from .predictor import StageTimes, predict_stream, progress_bar
+from ..errors import MissingInputError
+from ..inference.backends import DygraphPredictor
+from ..inference.predictor import StageTimes, predict_stream, progress_bar
+from .cocoeval import STAT_NAMES, evaluate, per_class_table
+from .results import encode_result, info_path, read_info, read_results, write_json
 
 
 @dataclass
@@ -58,8 +54,8 @@ class Predictions:
 
 def predict_coco(predictor, style, cfg, coco, image_ids=None, batch_size=1, workers=2,
                  desc="predict"):
-    """Predict ``image_ids`` (default all) of a tools.coco.CocoSet with ``predictor`` (see
-    tools.predictor); returns Predictions.
+    """Predict ``image_ids`` (default all) of a tools.data.coco.CocoSet with ``predictor``
+    (any backend of tools.inference.backends); returns Predictions.
 
     Labels become the set's category ids (``coco.cat_ids``); test-time sizes and
     thresholds come from ``cfg`` (test_size, pixel_mean/std, test_cfg).
@@ -96,72 +92,6 @@ def predict_coco(predictor, style, cfg, coco, image_ids=None, batch_size=1, work
                        sorted(mismatched))
 
 
-def positive_int(text):
-    """argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def add_eval_arguments(parser):
-    """The arguments eval.py and test_dev.py share: --config, key=value, --workers,
-    --engine and --model-dir."""
-    add_config_arguments(parser)
-    parser.add_argument("--workers", type=positive_int, default=2,
-                        help="reader and encoder threads each")
-    add_engine_arguments(parser)
-    return parser
-
-
-def load_eval_config(args):
-    """The config of ``args``; ValueError for an unknown field or an unusable value."""
-    cfg = load_config(args.config, args.overrides)
-    if cfg.eval_cfg.batch_size < 1:
-        raise ValueError(f"eval_cfg.batch_size={cfg.eval_cfg.batch_size}; it must be >= 1")
-    return cfg
-
-
-def load_set_and_model(cfg, args, ann_file, image_dir):
-    """(CocoSet, predictor, preprocessing style, weights source) for eval.py and
-    test_dev.py: the dygraph model with ``eval_cfg.model_path``, or the exported model that
-    ``args.engine`` and ``args.model_dir`` name. Prints one line on what will run. Raises
-    AnnotationError / WeightFileError / ConversionError / EngineError with a message for the
-    user."""
-    coco = CocoSet(ann_file, image_dir)
-    coco.check_classes(cfg.num_classes)
-    if args.engine == "dygraph" and not cfg.eval_cfg.model_path:
-        raise WeightFileError("no weights given: set eval_cfg.model_path=PATH")
-    predictor, style = load_engine(args.engine, cfg, args.config, cfg.eval_cfg.model_path,
-                                   args.model_dir)
-    source = weights_source(cfg, args.engine, args.model_dir)
-    print(f"{len(coco.image_ids)} images in {ann_file}; weights {source}; "
-          f"preprocessing style {style!r}; batch size {cfg.eval_cfg.batch_size}")
-    return coco, predictor, style, source
-
-
-def weights_source(cfg, engine="dygraph", model_dir=None):
-    """What the predictions come from, for messages and result folder names: the weight
-    file, or '<exported folder>-<engine>'."""
-    if engine == "dygraph":
-        return cfg.eval_cfg.model_path
-    from .export_model import default_output
-
-    return f"{os.path.normpath(model_dir or default_output(cfg))}-{engine}"
-
-
-def output_folder(cfg, model_path):
-    """<eval_cfg.output_dir>/<weight file name>: results of different weights apart."""
-    model = os.path.splitext(os.path.basename(model_path))[0]
-    return os.path.join(cfg.eval_cfg.output_dir, model)
-
-
-def default_results_path(cfg, model_path, ann_file):
-    """<output_folder>/<annotation file name>_results.json"""
-    ann = os.path.splitext(os.path.basename(ann_file))[0]
-    return os.path.join(output_folder(cfg, model_path), f"{ann}_results.json")
-
-
 def report(coco, records, image_ids, per_class=False, log=print):
     """Evaluate and print mask AP and box AP (and per-class AP); returns evaluate()'s dict."""
     results = evaluate(coco.coco, records, image_ids, log=log)
@@ -182,7 +112,7 @@ def summary(results):
 def run_eval(predictor, style, cfg, coco, results_path, batch_size=1, workers=2,
              limit=None, per_class=False, meta=None, log=print):
     """Predict the set, save the records at ``results_path`` (plus a summary next to it,
-    see tools.coco_results.info_path), evaluate, and return evaluate()'s dict.
+    see tools.evaluation.results.info_path), evaluate, and return evaluate()'s dict.
 
     limit: only the first ``limit`` images (ascending id). meta: extra fields for the
     summary (weights, config).
@@ -207,7 +137,7 @@ def run_eval(predictor, style, cfg, coco, results_path, batch_size=1, workers=2,
         log(f"  the unreadable images are left out of the evaluation (listed in "
             f"{info_path(results_path)})")
     if not preds.image_ids:
-        raise FileNotFoundError(f"none of the {len(image_ids)} images could be read from "
+        raise MissingInputError(f"none of the {len(image_ids)} images could be read from "
                                 f"{coco.image_dir}; check val_pre_path")
     results = report(coco, preds.records, preds.image_ids, per_class, log)
     write_json(info_path(results_path), dict(info, ap=summary(results)))
@@ -229,6 +159,26 @@ def eval_saved(coco, results_path, per_class=False, log=print):
         log(f"note: {results_path} was made with {info['ann_file']}, evaluating against "
             f"{coco.ann_file}")
     if not image_ids:
-        raise FileNotFoundError(f"{info_path(results_path)} lists no evaluated images")
+        raise MissingInputError(f"{info_path(results_path)} lists no evaluated images")
     log(f"{len(records)} detections on {len(image_ids)} images from {results_path}")
     return report(coco, records, image_ids, per_class, log)
+
+
+def evaluate_segm(model, postprocess, cfg, coco_set, style, image_ids=None, num_workers=2):
+    """Mask AP of a training ``model`` on ``coco_set`` (a tools.data.coco.CocoSet) at the
+    test size, quietly: training logs one line per evaluation.
+
+    Returns {AP, AP50, AP75, APs, APm, APl, images, detections} with AP values in 0..1
+    (0 when nothing is detected). Leaves the model in eval mode; the caller restores
+    training mode.
+    """
+    preds = predict_coco(DygraphPredictor(model, postprocess), style, cfg, coco_set,
+                         image_ids, batch_size=1, workers=num_workers, desc="eval")
+    if not preds.image_ids:
+        raise MissingInputError(f"no validation image could be read from "
+                                f"{coco_set.image_dir}")
+    results = evaluate(coco_set.coco, preds.records, preds.image_ids, iou_types=("segm",),
+                       log=lambda *args: None)
+    stats = dict(zip(STAT_NAMES[:6], results["segm"]["stats"][:6]))
+    stats.update(images=len(preds.image_ids), detections=len(preds.records))
+    return stats

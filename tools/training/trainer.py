@@ -14,13 +14,14 @@ import time
 import numpy as np
 import paddle
 
-from .checkpoint_io import save_pdparams
+from ..weights.files import save_pdparams
 from .checkpoints import checkpoint_dir, save_checkpoint
 from .optim import lr_at, set_train_mode
 
 
 class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or infinite; training stops without saving."""
+    """The loss became NaN or infinite; training stops without saving (the trainer has
+    logged where and what to do)."""
 
 
 class TrainLog:
@@ -84,7 +85,7 @@ def batches(loader, sampler, epoch):
 
 
 def split_batch(batch):
-    """Loader output -> (images, targets) as SOLOv2.forward takes them."""
+    """Loader output -> (images, targets): the network's input and the loss's targets."""
     targets = {k: batch[k] for k in ("cate_labels", "ins_index", "ins_masks", "num_pos")}
     return batch["images"], targets
 
@@ -116,19 +117,22 @@ def format_eta(seconds):
 
 class Trainer:
     """Args:
-        cfg: the config; model: the bare SOLOv2 (its criterion attached); net: what to
-        call for the forward pass (``model`` or its paddle.DataParallel wrapper);
-        optimizer, ema, base_lr: from tools.train_setup.build_training;
+        cfg: the config; model: the bare SOLOv2; net: the training forward pass,
+        ``net(images) -> raw head outputs`` (tools.training.build.HeadOutputs, or its
+        paddle.DataParallel wrapper); criterion: ``criterion(*outputs, targets) -> dict``
+        of losses with 'loss' the total (model/loss.py);
+        optimizer, ema, base_lr: from tools.training.build.build_training;
         output_dir: where train.log, checkpoints/ and the model files go;
         rank, world_size: paddle.distributed position; amp: mixed precision (GPU);
         evaluate: ``evaluate() -> dict with 'AP'`` for rank 0, or None;
         meta: dict recorded in saved model files (config, preprocess style).
     """
 
-    def __init__(self, cfg, model, net, optimizer, ema, base_lr, output_dir, rank=0,
+    def __init__(self, cfg, model, net, criterion, optimizer, ema, base_lr, output_dir, rank=0,
                  world_size=1, amp=False, evaluate=None, meta=None):
         self.cfg, self.train_cfg = cfg, cfg.train_cfg
-        self.model, self.net, self.optimizer, self.ema = model, net, optimizer, ema
+        self.model, self.net, self.criterion = model, net, criterion
+        self.optimizer, self.ema = optimizer, ema
         self.base_lr = base_lr
         self.output_dir = output_dir
         self.rank, self.world_size = rank, world_size
@@ -144,7 +148,7 @@ class Trainer:
         """One optimisation step; returns the losses as floats."""
         self.optimizer.set_lr(lr)
         with paddle.amp.auto_cast(enable=self.scaler is not None):
-            losses = self.net(images, targets)
+            losses = self.criterion(*self.net(images), targets)
         values = {k: float(v) for k, v in losses.items()}
         if not all(math.isfinite(v) for v in values.values()):
             raise NonFiniteLoss(", ".join(f"{k}={v}" for k, v in values.items()))

@@ -12,7 +12,7 @@ import io
 
 import numpy as np
 
-from .coco_results import ResultsFileError, encode_masks
+from .results import ResultsFileError, encode_masks
 
 IOU_TYPES = ("segm", "bbox")
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",

@@ -1,0 +1,1 @@
+"""Deployment: exporting a config's weights to Paddle Inference and ONNX (export)."""

@@ -1,0 +1,132 @@
+"""Exporting a config's weights to a deployable inference model: Paddle Inference and ONNX.
+
+tools/export_model.py is the command line; :func:`export` writes into the output folder
+    model.json, model.pdiparams   the static graph (paddle.jit.save, Paddle 3 "PIR" format)
+    model.onnx                    the same graph through paddle2onnx, when it converts
+    deploy.json                   preprocessing and sizes a predictor needs besides the graph
+Inputs: image [1, 3, H, W] (normalised, padded to multiples of 32), im_shape [1, 2] (resized
+height, width) and scale_factor [1, 2] (resized / original); outputs: masks, labels, scores,
+boxes, post-processing included (model/export.py, SOLOv2Inference). ``--split`` also writes
+network.* and postprocess.*, the two stages saved apart, which tools/benchmark.py times.
+
+Run the result with ``python demo.py --engine paddle-inference`` or ``--engine onnx``
+(tools/inference/backends.py), which need neither the model code nor the weights file.
+
+What is known not to work, with Paddle 3.3.1, paddle2onnx 2.1.0 and onnxruntime 1.32 (see
+README, "Deployment and speed"):
+  * Paddle Inference with oneDNN cannot run any resize op of a Paddle 3 graph
+    ("ConvertPirAttribute2RuntimeAttribute not support ArrayAttribute<DoubleAttribute>",
+    Paddle issue #79749) and does not build this model's predictor either, so the Paddle
+    Inference engine falls back to running without oneDNN.
+  * paddle2onnx 2.1.0 writes an uninitialised epsilon for GroupNorm (it becomes
+    InstanceNormalization); this file overwrites it with the model's own value.
+  * paddle2onnx 2.1.0 stops at a resize given by a scale factor in a Paddle 3 graph ("the
+    0th elementwise MUST be ir::FloatAttribute": Paddle stores the scales as doubles), so
+    the model resizes to explicit sizes (model/head.py, model/mask_feat_head.py).
+"""
+
+import json
+import os
+
+from ..data.preprocess import preprocess_style
+from ..inference.backends import DEPLOY_FORMAT, postprocess_settings
+
+ONNX_OPSET = 19  # DeformConv (DCNv2) exists in ONNX from opset 19
+
+
+def input_specs(cfg, part):
+    """paddle.static.InputSpec list for one part of SOLOv2Inference."""
+    from paddle.static import InputSpec
+
+    cells = sum(g * g for g in cfg.num_grids)
+    image = InputSpec([1, 3, None, None], "float32", "image")
+    shapes = [InputSpec([1, 2], "float32", "im_shape"),
+              InputSpec([1, 2], "float32", "scale_factor")]
+    if part == "network":
+        return [image]
+    if part == "postprocess":
+        return [InputSpec([1, cells, cfg.num_classes], "float32", "cate_scores"),
+                InputSpec([1, cells, cfg.mask_feat_channels], "float32", "kernels"),
+                InputSpec([1, cfg.mask_feat_channels, None, None], "float32", "mask_feat")
+                ] + shapes
+    return [image] + shapes
+
+
+def group_norm_epsilon(layer):
+    """The one epsilon of every GroupNorm under ``layer`` (None if there is none)."""
+    import paddle.nn as nn
+
+    values = {float(sub._epsilon) for sub in layer.sublayers() if isinstance(sub, nn.GroupNorm)}
+    if len(values) > 1:
+        raise ValueError(f"GroupNorm layers use several epsilons {sorted(values)}; the ONNX "
+                         "fix-up below assumes one")
+    return values.pop() if values else None
+
+
+def to_onnx(prefix, onnx_path, gn_epsilon, opset=ONNX_OPSET):
+    """Convert ``prefix``.json/.pdiparams to ONNX. Returns None on success, else the reason."""
+    try:
+        import onnx
+        import paddle2onnx
+    except ImportError as err:
+        return (f"{err.name} is not installed (pip install -r requirements-deploy.txt); "
+                "no ONNX model written")
+    try:
+        paddle2onnx.export(prefix + ".json", prefix + ".pdiparams", onnx_path,
+                           opset_version=opset, enable_onnx_checker=True)
+    except Exception as err:  # paddle2onnx raises plain Exceptions for unsupported ops
+        return f"paddle2onnx failed: {err}"
+    if not os.path.exists(onnx_path):
+        return "paddle2onnx wrote no file (see its log above)"
+    # paddle2onnx 2.1.0 lowers group_norm to InstanceNormalization but fills its epsilon
+    # from uninitialised memory (0.0, 0.0056 or 4e27 in our runs, and NaN masks with 0).
+    graph = onnx.load(onnx_path)
+    for node in graph.graph.node:
+        if node.op_type == "InstanceNormalization" and gn_epsilon is not None:
+            for attr in node.attribute:
+                if attr.name == "epsilon":
+                    attr.f = gn_epsilon
+    onnx.save(graph, onnx_path)
+    return None
+
+
+def export(cfg, model_path, output_dir, onnx=True, split=False, log=print):
+    """Export ``cfg`` with the weights at ``model_path`` into ``output_dir``.
+
+    Returns the deploy.json dict (it lists what was written and why ONNX is missing if it
+    is). Raises the weight loader's errors for a missing or mismatched weight file.
+    """
+    import paddle
+
+    from model import build_model
+    from model.export import build_inference_model
+
+    from ..weights.load import load_weights
+
+    model = build_model(cfg)
+    meta = load_weights(model, model_path, cfg)
+    os.makedirs(output_dir, exist_ok=True)
+    parts = ["all", "network", "postprocess"] if split else ["all"]
+    names = {"all": "model", "network": "network", "postprocess": "postprocess"}
+    info = {"format": DEPLOY_FORMAT, "config": cfg.name, "config_number": cfg.number,
+            "weights": os.path.basename(model_path),
+            "preprocess": preprocess_style(cfg, meta), "test_size": list(cfg.test_size),
+            "pixel_mean": list(cfg.pixel_mean), "pixel_std": list(cfg.pixel_std),
+            "num_classes": cfg.num_classes, "paddle": paddle.__version__,
+            "postprocess": postprocess_settings(cfg),
+            "parts": [names[p] for p in parts], "onnx": {}}
+    epsilon = group_norm_epsilon(model)
+    for part in parts:
+        prefix = os.path.join(output_dir, names[part])
+        layer = build_inference_model(cfg, model, part)
+        static = paddle.jit.to_static(layer, input_spec=input_specs(cfg, part),
+                                      full_graph=True)
+        paddle.jit.save(static, prefix)
+        log(f"wrote {prefix}.json / .pdiparams")
+        if onnx:
+            problem = to_onnx(prefix, prefix + ".onnx", epsilon)
+            info["onnx"][names[part]] = problem or "ok"
+            log(f"wrote {prefix}.onnx" if problem is None else f"no ONNX for {part}: {problem}")
+    with open(os.path.join(output_dir, "deploy.json"), "w") as f:
+        json.dump(info, f, indent=1)
+    return info

@@ -1,0 +1,74 @@
+"""The command-line pieces eval.py and test_dev.py share: arguments, the config check,
+loading the set and the model, and where results go."""
+
+import argparse
+import os
+
+from config import add_config_arguments, load_config
+
+from ..data.coco import CocoSet
+from ..errors import ConfigError
+from ..inference.backends import add_engine_arguments, default_model_dir, load_backend
+from ..weights.files import WeightFileError
+
+
+def positive_int(text):
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def add_eval_arguments(parser):
+    """The arguments eval.py and test_dev.py share: --config, key=value, --workers,
+    --engine and --model-dir."""
+    add_config_arguments(parser)
+    parser.add_argument("--workers", type=positive_int, default=2,
+                        help="reader and encoder threads each")
+    add_engine_arguments(parser)
+    return parser
+
+
+def load_eval_config(args):
+    """The config of ``args``; ConfigError for an unknown field or an unusable value."""
+    cfg = load_config(args.config, args.overrides)
+    if cfg.eval_cfg.batch_size < 1:
+        raise ConfigError(f"eval_cfg.batch_size={cfg.eval_cfg.batch_size}; it must be >= 1")
+    return cfg
+
+
+def load_set_and_model(cfg, args, ann_file, image_dir):
+    """(CocoSet, predictor, preprocessing style, weights source) for eval.py and
+    test_dev.py: the dygraph model with ``eval_cfg.model_path``, or the exported model that
+    ``args.engine`` and ``args.model_dir`` name. Prints one line on what will run. Raises
+    a UserError (annotations, weights, exported folder) with a message for the user."""
+    coco = CocoSet(ann_file, image_dir)
+    coco.check_classes(cfg.num_classes)
+    if args.engine == "dygraph" and not cfg.eval_cfg.model_path:
+        raise WeightFileError("no weights given: set eval_cfg.model_path=PATH")
+    predictor, style = load_backend(args.engine, cfg, cfg.eval_cfg.model_path, args.model_dir)
+    source = weights_source(cfg, args.engine, args.model_dir)
+    print(f"{len(coco.image_ids)} images in {ann_file}; weights {source}; "
+          f"preprocessing style {style!r}; batch size {cfg.eval_cfg.batch_size}")
+    return coco, predictor, style, source
+
+
+def weights_source(cfg, engine="dygraph", model_dir=None):
+    """What the predictions come from, for messages and result folder names: the weight
+    file, or '<exported folder>-<engine>'."""
+    if engine == "dygraph":
+        return cfg.eval_cfg.model_path
+    return f"{os.path.normpath(model_dir or default_model_dir(cfg))}-{engine}"
+
+
+def output_folder(cfg, model_path):
+    """<eval_cfg.output_dir>/<weight file name>: results of different weights apart."""
+    model = os.path.splitext(os.path.basename(model_path))[0]
+    return os.path.join(cfg.eval_cfg.output_dir, model)
+
+
+def default_results_path(cfg, model_path, ann_file):
+    """<output_folder>/<annotation file name>_results.json"""
+    ann = os.path.splitext(os.path.basename(ann_file))[0]
+    return os.path.join(output_folder(cfg, model_path), f"{ann}_results.json")

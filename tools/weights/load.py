@@ -1,0 +1,115 @@
+"""Loading weight files into the model: for prediction (every tensor, exact shapes) and
+as initial weights for training (a backbone, or a model trained for other classes).
+
+A published file in any supported layout is converted in memory with the same rule and
+name maps the converter scripts use (tools/weights/convert.py).
+"""
+
+import os
+
+import numpy as np
+
+from .convert import ConversionError, convert_arrays, convert_state, source_kind
+from .files import WeightFileError, load_any
+
+
+class MissingWeightsError(WeightFileError):
+    """The configured weight file does not exist; the message says how to make it."""
+
+
+def missing_weights_message(path, cfg):
+    """What to do when ``path`` is missing: the config's published files and how to
+    convert them."""
+    lines = [f"weight file not found: {path}"]
+    sources = cfg.published_models()
+    if sources:
+        lines.append("Download a published file and convert it, e.g.:")
+    for src in sources:
+        lines.append(f"  wget -O {src.file} '{src.url}'")
+        lines.append(f"  python {src.converter} {src.file}    # writes {src.output}")
+    lines.append("or point the config at your file: model_path=PATH")
+    return "\n".join(lines)
+
+
+def load_weights(model, path, cfg):
+    """Load a weight file into ``model`` (every tensor, exact shapes); returns its meta.
+
+    Our converted files load directly; a published file in any supported layout is
+    converted in memory with the same name maps the converter scripts use.
+    """
+    if not os.path.exists(path):
+        raise MissingWeightsError(missing_weights_message(path, cfg))
+    arrays, meta, container = load_any(path)
+    kind = source_kind(arrays, container)
+    if kind == "ssld":
+        raise WeightFileError(f"{path} is an ImageNet backbone, not a SOLOv2 model")
+    if kind != "ours":
+        arrays, meta = convert_arrays(cfg, arrays, kind)
+    state = model.state_dict()
+    cate = "head.solo_cate.weight"
+    if cate in arrays and cate in state and arrays[cate].shape[0] != state[cate].shape[0]:
+        raise WeightFileError(
+            f"{path} predicts {arrays[cate].shape[0]} classes but the config has "
+            f"num_classes={state[cate].shape[0]}; set num_classes={arrays[cate].shape[0]} "
+            "(and a matching classes_path) or use weights trained for your classes")
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    out = convert_state(arrays, [(k, k) for k in shapes], shapes)
+    model.set_state_dict(out)
+    return meta
+
+
+def load_initial_weights(model, path, cfg, log=print):
+    """Initial weights for training; unlike :func:`load_weights` a file may fill part of the
+    model. Returns a one-line summary.
+
+    Accepted: an ImageNet backbone (the ssld folder/.tar, or its converted .pdparams), a
+    full model in our layout or any published layout. A full model trained for another
+    number of classes loads everything except the category output ``head.solo_cate``, which
+    keeps its fresh initialisation (fine-tuning). Every tensor the file provides must
+    otherwise fit the model exactly; the parts it does not provide keep their
+    initialisation, and the summary says which.
+    """
+    if not os.path.exists(path):
+        raise WeightFileError(f"initial weights not found: {path}\n"
+                              + _initial_weights_hint(cfg))
+    arrays, _, container = load_any(path)
+    kind = source_kind(arrays, container)
+    if kind != "ours":
+        arrays, _ = convert_arrays(cfg, arrays, kind)  # raises on an unknown layout
+    state = model.state_dict()
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    notes = []
+    cate = [k for k in ("head.solo_cate.weight", "head.solo_cate.bias") if k in arrays]
+    if cate and tuple(arrays[cate[0]].shape) != shapes[cate[0]]:
+        notes.append(f"the file predicts {arrays[cate[0]].shape[0]} classes, the config "
+                     f"{cfg.num_classes}: head.solo_cate re-initialised")
+        for k in cate:
+            del arrays[k]
+    unknown = sorted(k for k in arrays if k not in shapes)
+    misshaped = sorted(f"{k} {list(arrays[k].shape)} vs {list(shapes[k])}" for k in arrays
+                       if k in shapes and tuple(arrays[k].shape) != shapes[k])
+    if unknown or misshaped:
+        raise ConversionError(unexpected=unknown, misshaped=misshaped)
+    # The complete state (current values where the file has none), so Paddle does not warn
+    # about every tensor the file leaves out.
+    update = dict(state)
+    update.update({k: v.astype(np.float32) if v.dtype.kind == "f" else v
+                   for k, v in arrays.items()})
+    model.set_state_dict(update)
+    untouched = sorted({k.split(".")[0] for k in shapes if k not in arrays})
+    filled = len(arrays)
+    summary = (f"initial weights {path}: {filled}/{len(shapes)} tensors loaded"
+               + (f"; fresh initialisation kept in: {', '.join(untouched)}" if untouched else "")
+               + (f"; {'; '.join(notes)}" if notes else ""))
+    log(summary)
+    return summary
+
+
+def _initial_weights_hint(cfg):
+    src = cfg.published_backbone()
+    if src is not None:
+        return (f"For the ImageNet backbone: wget {src.url} && python {src.converter}"
+                f"  (writes {src.output}); or set train_cfg.model_path=None to start from "
+                "random weights.")
+    return ("Set train_cfg.model_path to a converted backbone or model, or to None to start "
+            "from random weights.")
