@@ -103,10 +103,11 @@ class SOLOv2Config:
         self.drop_block = False
 
         # ------------------------------------------------------------------ weights
-        # The converted weight file demo.py, eval.py, test_dev.py and the export read;
-        # test_cfg.model_path / eval_cfg.model_path override it for one stage. A numbered
-        # config sets it to the output of its first published file.
-        self.model_path = None
+        # The converted weight file demo.py, eval.py, test_dev.py and the export read:
+        # what the converter of the config's first published model file writes.
+        # test_cfg.model_path / eval_cfg.model_path override it for one stage.
+        models = self.published_models()
+        self.model_path = models[0].output if models else None
 
         # ------------------------------------------------------------------ data
         # RGB mean/std on 0..255 pixels (ImageNet statistics) [SOLO img_norm_cfg].

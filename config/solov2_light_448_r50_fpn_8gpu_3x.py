@@ -25,4 +25,3 @@ class SOLOv2_Light_448_R50_FPN_8GPU_3x(SOLOv2Config):
         self.test_size = (448, 768)
         self.train_sizes = (352, 384, 416, 448, 480, 512)
         self.train_max_size = 768
-        self.model_path = self.published[0].output

@@ -64,4 +64,3 @@ class SOLOv2_Light_R50_VD_FPN_DCN_512_3x(SOLOv2Config):
             backbone_norm_decay=False,
             ema=True,
         )
-        self.model_path = self.published[0].output

@@ -37,4 +37,3 @@ class SOLOv2_R50_Enhance_COCO(SOLOv2_Light_R50_VD_FPN_DCN_512_3x):
             max_iters=36 * 7330,
             lr_milestones=(24 * 7330, 33 * 7330),
         )
-        self.model_path = self.published[0].output

@@ -31,4 +31,3 @@ class SOLOv2_R50_FPN_8GPU_3x(SOLOv2Config):
         super().__init__()
         # The base class already holds this config's values: 4 x 512-channel towers,
         # 256-channel kernels, scale ranges up to 2048, 800/1333 test, 640..800 train.
-        self.model_path = self.published[0].output

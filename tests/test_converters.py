@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from tests.fixtures import weights as fx
-from tools.checkpoint_io import load_pdparams
+from tools.weights import standin as fx
+from tools.weights.files import load_pdparams
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -233,7 +233,7 @@ def test_disagreeing_twins_are_refused(tmp_path, capsys):
 
 
 def test_booby_trapped_file_is_refused_and_never_run(tmp_path, capsys):
-    from tests.tools.test_checkpoint_io import Payload
+    from tests.tools.weights.test_files import Payload
 
     marker = tmp_path / "pwned"
     path = static_light(tmp_path, lambda s: s.update(trap=Payload(str(marker))))

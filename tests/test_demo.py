@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.fixtures import weights as fx
+from tools.weights import standin as fx
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -17,8 +17,8 @@ import sys
 import pytest
 
 from tests.fixtures.coco_data import voc_dataset
-from tests.fixtures.converted import converted_checkpoint
-from tools.coco import CocoSet
+from tools.data.coco import CocoSet
+from tools.weights.standin import converted_checkpoint
 
 eval_script = importlib.import_module("eval")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -8,8 +8,8 @@ import json
 import zipfile
 
 from tests.fixtures.coco_data import voc_dataset
-from tests.fixtures.converted import converted_checkpoint
-from tools.coco import CocoSet
+from tools.data.coco import CocoSet
+from tools.weights.standin import converted_checkpoint
 
 test_dev = importlib.import_module("test_dev")
 

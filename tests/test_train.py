@@ -6,9 +6,10 @@ import pytest
 
 import train
 from config import load_config
-from tools.checkpoint_io import load_pdparams
-from tools.make_synthetic_coco import make_dataset
-from tools.predictor import load_predictor, predict_stream
+from tools.data.synthetic import make_dataset
+from tools.inference.backends import load_dygraph
+from tools.inference.predictor import predict_stream
+from tools.weights.files import load_pdparams
 
 # Narrow heads and 64-pixel images keep a CPU iteration near a second.
 TINY = ["head_seg_feat_channels=64", "mask_feat_channels=64", "train_sizes=(64,)",
@@ -47,7 +48,7 @@ def test_trains_evaluates_and_writes_loadable_weights(shapes, tmp_path, capsys):
     assert meta["preprocess"] == "mmcv" and meta["config"] == "solov2_light_448_r50_fpn_8gpu_3x"
     # The final weights load the way demo.py / eval.py load weights, and predict.
     cfg = load_config(1, data_words(shapes) + TINY)
-    predictor, style = load_predictor(cfg, os.path.join(run_dir, "model_final.pdparams"))
+    predictor, style = load_dygraph(cfg, os.path.join(run_dir, "model_final.pdparams"))
     results = predict_stream(predictor, [os.path.join(shapes, "val", "val_00000.png")],
                              cfg.test_size, cfg.pixel_mean, cfg.pixel_std, style)
     assert results[0]["masks"].shape[1:] == (64, 80)

@@ -16,9 +16,9 @@ import pytest
 from config import load_config
 from tests.fixtures.coco_data import voc_dataset
 from tests.test_train import TINY, data_words
-from tools.engine import loss_curve
-from tools.make_synthetic_coco import make_dataset
-from tools.optim import lr_at
+from tools.data.synthetic import make_dataset
+from tools.training.optim import lr_at
+from tools.training.trainer import loss_curve
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = "solov2_light_448_r50_fpn_8gpu_3x"

@@ -23,7 +23,9 @@ import pytest
 from config import load_config
 from model import build_model, build_postprocess
 from model.postprocess import points_nms
-from tests.fixtures.weights import (
+from tools.weights.convert import convert_file
+from tools.weights.load import load_weights
+from tools.weights.standin import (
     STATIC_LIGHT_512,
     make_state,
     ppdet_static_keys,
@@ -32,7 +34,6 @@ from tests.fixtures.weights import (
     save_mmcv_pth,
     save_paddle2_pdparams,
 )
-from tools.convert import convert_file, load_weights
 
 GOLDENS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures", "goldens")
 CASES = [

@@ -1,3 +1,5 @@
+import inspect
+
 import numpy as np
 import paddle
 import pytest
@@ -66,11 +68,16 @@ def test_category_bias_starts_at_focal_prior():
     np.testing.assert_allclose(model.head.solo_cate.bias.numpy(), -np.log(99.0), rtol=1e-6)
 
 
-def test_training_forward_needs_a_criterion():
+def test_forward_predicts_in_training_mode_too():
+    """forward is for prediction only: the trainer gives head_outputs to the loss, so the
+    network takes no targets and returns the same kind of output in either mode."""
     model = build_model(load_config(1))
     model.train()
-    with pytest.raises(RuntimeError, match="criterion"):
-        model(paddle.randn([1, 3, 64, 64]), targets=[{}])
+    assert list(inspect.signature(model.forward).parameters) == ["images"]
+    with paddle.no_grad():
+        out = model(paddle.randn([1, 3, 64, 64]))
+    assert sorted(out) == ["cate_scores", "kernels", "mask_feat"]
+    assert out["cate_scores"].shape == [1, sum(s * s for s in model.head.num_grids), 80]
 
 
 def test_dropblock_is_identity_in_eval_and_drops_blocks_in_training():

@@ -1,5 +1,5 @@
 from tools.benchmark_pipeline import main
-from tools.make_synthetic_coco import make_dataset
+from tools.data.synthetic import make_dataset
 
 
 def test_pipeline_benchmark_reports_images_per_second(tmp_path, capsys):

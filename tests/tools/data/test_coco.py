@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from tools.coco import AnnotationError, CocoSet
+from tools.data.coco import AnnotationError, CocoSet
 
 
 def write(path, data):

@@ -2,11 +2,13 @@ import cv2
 import numpy as np
 import pytest
 
-from tools.preprocess import (
+from config import load_config
+from tools.data.preprocess import (
     ImageReadError,
     list_images,
     pad_batch,
     preprocess,
+    preprocess_style,
     read_image,
     resize_scale,
 )
@@ -119,3 +121,11 @@ def test_list_images(tmp_path):
     assert len(list_images(str(tmp_path / "*.jpg"))) == 1
     with pytest.raises(FileNotFoundError):
         list_images(str(tmp_path / "*.gif"))
+
+
+def test_preprocess_style_follows_the_weight_file_unless_set():
+    cfg = load_config(0)
+    assert preprocess_style(cfg, {"preprocess": "ppdet_static"}) == "ppdet_static"
+    assert preprocess_style(cfg, {}) == "mmcv"
+    cfg.preprocess = "ppdet2"
+    assert preprocess_style(cfg, {"preprocess": "mmcv"}) == "ppdet2"

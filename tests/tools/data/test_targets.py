@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from tools.targets import TargetCollator, downsample_mask, image_targets
+from tools.data.targets import TargetCollator, downsample_mask, image_targets
 
 GRIDS = (40, 36, 24, 16, 12)
 # Config 1 (SOLOv2-Light 448) scale ranges: 40 px falls in levels 0 and 1.

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from tests.fixtures.coco_data import voc_dataset, voc_photo
-from tools.coco import AnnotationError
-from tools.train_data import CocoTrainSet
+from tools.data.coco import AnnotationError
+from tools.data.train_set import CocoTrainSet
 
 
 @pytest.fixture(scope="module")

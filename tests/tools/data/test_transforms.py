@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from config import load_config
-from tools.transforms import (
+from tools.data.transforms import (
     TrainTransform,
     _hue,
     _saturation,

@@ -11,10 +11,10 @@ from pycocotools import mask as mask_utils
 
 from model.postprocess import masks_to_boxes
 from tests.fixtures.coco_data import voc_dataset
-from tools.coco import CocoSet
-from tools.coco_eval import evaluate, per_class_table, readable_ground_truth
-from tools.coco_results import ResultsFileError, encode_result, read_results, write_json
-from tools.make_synthetic_coco import make_dataset
+from tools.data.coco import CocoSet
+from tools.data.synthetic import make_dataset
+from tools.evaluation.cocoeval import evaluate, per_class_table, readable_ground_truth
+from tools.evaluation.results import ResultsFileError, encode_result, read_results, write_json
 
 
 def quiet(*args):

@@ -6,7 +6,7 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from model.postprocess import masks_to_boxes
-from tools.coco_results import (
+from tools.evaluation.results import (
     ResultsFileError,
     encode_result,
     info_path,

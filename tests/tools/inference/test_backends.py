@@ -14,18 +14,18 @@ import paddle
 import pytest
 
 from config import load_config
-from model import build_inference_model
-from tests.fixtures import weights as fx
-from tools.convert import convert_file
-from tools.engines import (
-    EngineError,
+from model.export import build_inference_model
+from tools.deploy.export import export, input_specs, to_onnx
+from tools.inference.backends import (
+    BackendError,
     ExportedPredictor,
     OnnxRunner,
     PaddleInferenceRunner,
-    load_engine,
+    load_backend,
 )
-from tools.export_model import export, input_specs, to_onnx
-from tools.predictor import predict_stream
+from tools.inference.predictor import predict_stream
+from tools.weights import standin as fx
+from tools.weights.convert import convert_file
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("paddle2onnx")
@@ -55,7 +55,7 @@ def exported2(tmp_path_factory):
 
 
 def predict(engine, cfg, weights, model_dir, split=False, paths=PHOTOS, number=2):
-    predictor, style = load_engine(engine, cfg, number, weights, model_dir, split=split)
+    predictor, style = load_backend(engine, cfg, number, weights, model_dir, split=split)
     return predict_stream(predictor, paths, cfg.test_size, cfg.pixel_mean, cfg.pixel_std,
                           style, batch_size=len(paths))
 
@@ -149,14 +149,14 @@ def test_original_size_is_recovered_from_the_scale_factor(exported2):
 
 def test_missing_export_and_missing_onnx_say_what_to_do(tmp_path, exported2):
     cfg = exported2[0]
-    with pytest.raises(EngineError, match="export the model first"):
-        load_engine("onnx", cfg, 2, model_dir=str(tmp_path / "nothing"))
-    with pytest.raises(EngineError, match="not found; export with ONNX"):
+    with pytest.raises(BackendError, match="export the model first"):
+        load_backend("onnx", cfg, 2, model_dir=str(tmp_path / "nothing"))
+    with pytest.raises(BackendError, match="not found; export with ONNX"):
         OnnxRunner(str(tmp_path / "model.onnx"))
-    with pytest.raises(EngineError, match="holds solov2_light_r50_vd_fpn_dcn_512_3x"):
-        load_engine("onnx", load_config(0), 0, model_dir=exported2[2])
-    with pytest.raises(EngineError, match=r"test_cfg.score_thr=0.3 \(exported with 0.1\)"):
-        load_engine("onnx", load_config(2, ["test_cfg.score_thr=0.3"]), 2,
+    with pytest.raises(BackendError, match="holds solov2_light_r50_vd_fpn_dcn_512_3x"):
+        load_backend("onnx", load_config(0), 0, model_dir=exported2[2])
+    with pytest.raises(BackendError, match=r"test_cfg.score_thr=0.3 \(exported with 0.1\)"):
+        load_backend("onnx", load_config(2, ["test_cfg.score_thr=0.3"]), 2,
                     model_dir=exported2[2])
 
 
@@ -168,7 +168,7 @@ def test_onnx_conversion_reports_a_missing_paddle2onnx(monkeypatch, tmp_path):
 
 def test_onnx_engine_reports_a_missing_onnxruntime(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
-    with pytest.raises(EngineError, match="onnxruntime is not installed.*requirements-deploy"):
+    with pytest.raises(BackendError, match="onnxruntime is not installed.*requirements-deploy"):
         OnnxRunner(str(tmp_path / "model.onnx"))
 
 

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from config import load_config
-from tests.fixtures import weights as fx
-from tools.convert import convert_file
-from tools.predictor import StageTimes, load_predictor, predict_stream, resolve_preprocess
+from tools.inference.backends import load_dygraph
+from tools.inference.predictor import StageTimes, predict_stream
+from tools.weights import standin as fx
+from tools.weights.convert import convert_file
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +18,7 @@ def predictor(tmp_path_factory):
     source = str(folder / "static.pdparams")
     fx.save_fluid_pickle(source, fx.make_state(fx.ppdet_static_keys(**fx.STATIC_LIGHT_512)))
     convert_file(cfg, source, str(folder / "converted.pdparams"))
-    return (cfg,) + load_predictor(cfg, str(folder / "converted.pdparams"), 2)
+    return (cfg,) + load_dygraph(cfg, str(folder / "converted.pdparams"))
 
 
 @pytest.fixture(scope="module")
@@ -83,11 +84,3 @@ def test_consumers_run_in_worker_threads_and_stages_are_timed(predictor, images)
     assert [stage for stage, _ in times.rows()] == ["read", "preprocess", "forward",
                                                     "postprocess", "consume"]
     assert all(ms > 0 for _, ms in times.rows())
-
-
-def test_preprocess_style_follows_the_weight_file_unless_set():
-    cfg = load_config(0)
-    assert resolve_preprocess(cfg, {"preprocess": "ppdet_static"}) == "ppdet_static"
-    assert resolve_preprocess(cfg, {}) == "mmcv"
-    cfg.preprocess = "ppdet2"
-    assert resolve_preprocess(cfg, {"preprocess": "mmcv"}) == "ppdet2"

@@ -7,9 +7,9 @@ import numpy as np
 import paddle
 import pytest
 
-from tools.checkpoint_io import WeightFileError
-from tools.checkpoints import list_checkpoints, load_latest, restore, save_checkpoint
-from tools.optim import ModelEMA
+from tools.training.checkpoints import list_checkpoints, load_latest, restore, save_checkpoint
+from tools.training.optim import ModelEMA
+from tools.weights.files import WeightFileError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -95,8 +95,8 @@ def test_kill_during_write_leaves_previous_checkpoint(tmp_path):
         import os, pickle, signal, sys
         sys.path.insert(0, {ROOT!r})
         sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
-        import tools.checkpoint_io as io
-        from tools.checkpoints import save_checkpoint
+        import tools.weights.files as io
+        from tools.training.checkpoints import save_checkpoint
         from test_checkpoints import make, step
         model, optimizer, ema = make()
         step(model, optimizer, ema, 0)

@@ -4,7 +4,7 @@ import pytest
 
 from config import load_config
 from model import build_model
-from tools.optim import (
+from tools.training.optim import (
     ModelEMA,
     build_optimizer,
     freeze_backbone,
@@ -134,7 +134,7 @@ def test_ema_threshold_decay():
 
 
 def test_sync_batchnorm_only_for_trained_norms_on_several_gpus(monkeypatch):
-    from tools.train_setup import build_training, use_sync_bn
+    from tools.training.build import build_training, use_sync_bn
 
     cfg3, cfg2 = load_config(3), load_config(2)
     assert use_sync_bn(cfg3, 2, on_gpu=True)

@@ -6,21 +6,26 @@ import paddle
 import pytest
 
 from config import load_config
-from tools.checkpoints import list_checkpoints, load_latest
-from tools.engine import NonFiniteLoss, Trainer, loss_curve
+from tools.training.checkpoints import list_checkpoints, load_latest
+from tools.training.trainer import NonFiniteLoss, Trainer, loss_curve
 
 
 class Fake(paddle.nn.Layer):
-    """Stands in for SOLOv2: loss = sum(w * images) * scale, scale taken from the batch."""
+    """Stands in for SOLOv2's training forward: one output, w * images."""
 
     def __init__(self):
         super().__init__()
         self.backbone = paddle.nn.Linear(2, 2)
         self.w = self.create_parameter([2], default_initializer=paddle.nn.initializer.Constant(1.0))
 
-    def forward(self, images, targets):
-        loss = (self.w * images).sum() * targets["cate_labels"]
-        return {"loss": loss, "loss_ins": loss * 0.5, "loss_cate": loss * 0.5}
+    def forward(self, images):
+        return (self.w * images,)
+
+
+def fake_criterion(weighted, targets):
+    """Stands in for the loss: loss = sum(w * images) * scale, scale taken from the batch."""
+    loss = weighted.sum() * targets["cate_labels"]
+    return {"loss": loss, "loss_ins": loss * 0.5, "loss_cate": loss * 0.5}
 
 
 class Sampler:
@@ -42,7 +47,7 @@ def trainer(tmp_path, max_iters=4):
                           "train_cfg.eval_iter=0"])
     model = Fake()
     optimizer = paddle.optimizer.Momentum(0.1, parameters=model.parameters())
-    return Trainer(cfg, model, model, optimizer, None, 0.1, str(tmp_path),
+    return Trainer(cfg, model, model, fake_criterion, optimizer, None, 0.1, str(tmp_path),
                    meta={"config": cfg.name}), model
 
 

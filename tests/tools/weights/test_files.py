@@ -4,8 +4,7 @@ import pickle
 import numpy as np
 import pytest
 
-from tests.fixtures.weights import save_fluid_pickle
-from tools.checkpoint_io import (
+from tools.weights.files import (
     META_KEY,
     WeightFileError,
     load_pdparams,
@@ -15,6 +14,7 @@ from tools.checkpoint_io import (
     safe_unpickle,
     save_pdparams,
 )
+from tools.weights.standin import save_fluid_pickle
 
 
 class Payload:
@@ -86,7 +86,7 @@ def test_truncated_files_give_a_clear_error(tmp_path, writer):
         torch.save({"state_dict": {"w": torch.from_numpy(arrays["w"])}}, str(path))
         load = load_torch
     else:
-        from tests.fixtures.weights import save_tensor_folder
+        from tools.weights.standin import save_tensor_folder
 
         save_tensor_folder(str(tmp_path / "folder"), arrays)
         path = tmp_path / "folder" / "w"
@@ -102,7 +102,7 @@ def test_truncated_files_give_a_clear_error(tmp_path, writer):
                                           (np.int64, (2, 5)), (np.float16, (7,)),
                                           (np.float64, (1,))])
 def test_fluid_tensor_files_written_by_paddle_parse_exactly(tmp_path, dtype, shape):
-    from tests.fixtures.weights import save_tensor_folder
+    from tools.weights.standin import save_tensor_folder
 
     value = np.random.RandomState(1).normal(size=shape).astype(dtype)
     save_tensor_folder(str(tmp_path), {"p": value})
@@ -127,7 +127,7 @@ def test_save_is_readable_by_paddle_and_keeps_meta(tmp_path):
 
 
 def test_interrupted_save_leaves_no_file_and_keeps_the_old_one(tmp_path, monkeypatch):
-    from tools import checkpoint_io
+    from tools.weights import files as checkpoint_io
 
     path = tmp_path / "out.pdparams"
     save_pdparams({"a": np.zeros(3, np.float32)}, str(path))

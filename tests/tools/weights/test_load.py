@@ -6,9 +6,10 @@ import pytest
 
 from config import load_config
 from model import build_model
-from tests.fixtures.weights import make_state, save_tensor_folder, ssld_keys
-from tools.checkpoint_io import save_pdparams
-from tools.convert import ConversionError, load_initial_weights
+from tools.weights.convert import ConversionError
+from tools.weights.files import save_pdparams
+from tools.weights.load import load_initial_weights
+from tools.weights.standin import make_state, save_tensor_folder, ssld_keys
 
 
 def state_of(model):
