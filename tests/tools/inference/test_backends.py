@@ -30,7 +30,7 @@ from tools.weights.convert import convert_file
 pytest.importorskip("onnxruntime")
 pytest.importorskip("paddle2onnx")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 PHOTOS = [os.path.join(ROOT, "images", "test", name) for name in ("chelsea.png", "coffee.png")]
 SMALL = ["test_size=(128, 192)"]
 
@@ -49,13 +49,13 @@ def exported2(tmp_path_factory):
     """Config 2 exported with the network and post-processing also saved apart."""
     folder = tmp_path_factory.mktemp("export2")
     cfg, weights = converted(folder, 2)
-    info = export(cfg, weights, str(folder / "model"), 2, onnx=True, split=True,
+    info = export(cfg, weights, str(folder / "model"), onnx=True, split=True,
                   log=lambda *a: None)
     return cfg, weights, str(folder / "model"), info
 
 
 def predict(engine, cfg, weights, model_dir, split=False, paths=PHOTOS, number=2):
-    predictor, style = load_backend(engine, cfg, number, weights, model_dir, split=split)
+    predictor, style = load_backend(engine, cfg, weights, model_dir, split=split)
     return predict_stream(predictor, paths, cfg.test_size, cfg.pixel_mean, cfg.pixel_std,
                           style, batch_size=len(paths))
 
@@ -94,7 +94,7 @@ def test_exported_engines_give_the_dygraph_masks(exported2, engine, split):
 
 def test_round_trip_config0(tmp_path):
     cfg, weights = converted(tmp_path, 0)
-    info = export(cfg, weights, str(tmp_path / "model"), 0, log=lambda *a: None)
+    info = export(cfg, weights, str(tmp_path / "model"), log=lambda *a: None)
     assert info["onnx"] == {"model": "ok"} and info["config"] == cfg.name
     reference = predict("dygraph", cfg, weights, None, paths=PHOTOS[:1], number=0)
     assert len(reference[0]["labels"]) > 0
@@ -150,13 +150,13 @@ def test_original_size_is_recovered_from_the_scale_factor(exported2):
 def test_missing_export_and_missing_onnx_say_what_to_do(tmp_path, exported2):
     cfg = exported2[0]
     with pytest.raises(BackendError, match="export the model first"):
-        load_backend("onnx", cfg, 2, model_dir=str(tmp_path / "nothing"))
+        load_backend("onnx", cfg, model_dir=str(tmp_path / "nothing"))
     with pytest.raises(BackendError, match="not found; export with ONNX"):
         OnnxRunner(str(tmp_path / "model.onnx"))
     with pytest.raises(BackendError, match="holds solov2_light_r50_vd_fpn_dcn_512_3x"):
-        load_backend("onnx", load_config(0), 0, model_dir=exported2[2])
+        load_backend("onnx", load_config(0), model_dir=exported2[2])
     with pytest.raises(BackendError, match=r"test_cfg.score_thr=0.3 \(exported with 0.1\)"):
-        load_backend("onnx", load_config(2, ["test_cfg.score_thr=0.3"]), 2,
+        load_backend("onnx", load_config(2, ["test_cfg.score_thr=0.3"]),
                     model_dir=exported2[2])
 
 

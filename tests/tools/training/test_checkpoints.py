@@ -11,7 +11,7 @@ from tools.training.checkpoints import list_checkpoints, load_latest, restore, s
 from tools.training.optim import ModelEMA
 from tools.weights.files import WeightFileError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
 class Tiny(paddle.nn.Layer):
