@@ -189,11 +189,14 @@ def converter_main(script, argv=None):
         output = next((p.output for p in CONFIGS[number].published
                        if named in (p.file, p.unpacked) and p.converter == script),
                       entry.output)
+    cfg = load_config(args.config, args.overrides)
     try:
-        cfg = load_config(args.config, args.overrides)
         kind, count = convert_file(cfg, args.source, output)
     except UserError as err:
-        raise UserError(f"cannot convert {args.source} for config {args.config}:\n{err}\n"
-                        "No output file was written.") from None
+        # A list of names stays a list; a one-line reason stays one line.
+        detail = str(err)
+        sep = "\n" if "\n" in detail else " "
+        raise UserError(f"cannot convert {args.source} for config {args.config}:{sep}{detail}"
+                        f"{sep}No output file was written.") from None
     print(f"{args.source} ({kind}) -> {output}: {count} tensors for {cfg.name}")
     return 0
