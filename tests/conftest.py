@@ -4,3 +4,16 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def exported2(tmp_path_factory):
+    """Config 2 exported once for the whole session (see tests/fixtures/exported.py)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("paddle2onnx")
+    from tests.fixtures.exported import export_config2
+
+    return export_config2(tmp_path_factory.mktemp("export2"))

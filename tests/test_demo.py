@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from tests.fixtures.exported import PHOTOS, SMALL
 from tools.weights import standin as fx
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -89,3 +90,15 @@ def test_demo_at_full_size_on_the_repo_photos(converted, tmp_path):
     done = run("demo.py", "--config=2", f"test_cfg.model_path={converted}", "--output", str(out))
     assert done.returncode == 0, done.stderr
     assert sorted(os.listdir(out)) == sorted(os.listdir(os.path.join(ROOT, "images", "test")))
+
+
+def test_demo_runs_the_onnx_engine(exported2, tmp_path):
+    pytest.importorskip("onnxruntime")
+    cfg, _, model_dir, _ = exported2
+    done = subprocess.run([sys.executable, "demo.py", "--config=2", "--engine", "onnx",
+                           "--model-dir", model_dir, "--input", PHOTOS[0], "--output",
+                           str(tmp_path / "res"), "--thresh", "0.3", *SMALL],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert os.listdir(tmp_path / "res") == ["chelsea.png"]
+    assert "engine: onnx" in done.stdout and "  model" in done.stdout

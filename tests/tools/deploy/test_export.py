@@ -1,0 +1,118 @@
+"""Export: every part written, ONNX converted and repaired, the graphs' inputs and outputs,
+and the command line. The exported graphs come from tests/fixtures/exported.py."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import paddle
+import pytest
+
+from config import load_config
+from model.export import build_inference_model
+from tests.fixtures.exported import PHOTOS, ROOT, SMALL, assert_same_detections, converted, predict
+from tools.deploy.export import export, input_specs, to_onnx
+from tools.inference.backends import ExportedPredictor, OnnxRunner, PaddleInferenceRunner
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("paddle2onnx")
+
+
+def test_export_writes_every_part_and_onnx_converts(exported2):
+    _, _, model_dir, info = exported2
+    assert info["onnx"] == {"model": "ok", "network": "ok", "postprocess": "ok"}
+    for part in ("model", "network", "postprocess"):
+        for ext in (".json", ".pdiparams", ".onnx"):
+            assert os.path.getsize(os.path.join(model_dir, part + ext)) > 0
+    assert info["preprocess"] == "ppdet_static"  # recorded from the converted weights
+
+
+def test_round_trip_config0(tmp_path):
+    cfg, weights = converted(tmp_path, 0)
+    info = export(cfg, weights, str(tmp_path / "model"), log=lambda *a: None)
+    assert info["onnx"] == {"model": "ok"} and info["config"] == cfg.name
+    reference = predict("dygraph", cfg, weights, None, paths=PHOTOS[:1])
+    assert len(reference[0]["labels"]) > 0
+    for engine in ("paddle-inference", "onnx"):
+        ours = predict(engine, cfg, weights, str(tmp_path / "model"), paths=PHOTOS[:1])
+        assert_same_detections(ours[0], reference[0])
+
+
+@pytest.mark.parametrize("case", ["no candidate", "masks too small"])
+def test_post_processing_graph_returns_empty_arrays(exported2, case):
+    """Nothing survives (no cell above score_thr, or only masks not larger than the
+    stride): every engine returns k = 0 results at the original size, no error."""
+    cfg, _, model_dir, _ = exported2
+    cells = sum(g * g for g in cfg.num_grids)
+    scores = np.zeros((1, cells, cfg.num_classes), np.float32)
+    if case == "masks too small":
+        scores[0, :5, 2] = 0.9  # kernels of zeros: probability 0.5 everywhere, area 0
+    feeds = {"cate_scores": scores,
+             "kernels": np.zeros((1, cells, cfg.mask_feat_channels), np.float32),
+             "mask_feat": np.ones((1, cfg.mask_feat_channels, 32, 48), np.float32),
+             "im_shape": np.array([[128, 170]], np.float32),
+             "scale_factor": np.array([[128 / 300, 170 / 400]], np.float32)}
+    prefix = os.path.join(model_dir, "postprocess")
+    for runner in (PaddleInferenceRunner(prefix), OnnxRunner(prefix + ".onnx")):
+        masks, labels, scores, boxes = runner(feeds)
+        assert masks.shape == (0, 300, 400)
+        assert labels.shape == scores.shape == (0,) and boxes.shape == (0, 4)
+
+
+def test_original_size_is_recovered_from_the_scale_factor(exported2):
+    """The graph gets resized size and resized / original ratio; masks must come back at
+    the exact original size for awkward sizes (odd, strongly down- or up-scaled)."""
+    cfg, _, model_dir, _ = exported2
+    predictor = ExportedPredictor(model_dir, "onnx", split=True)
+    runner = predictor.runners["postprocess"]
+    cells = sum(g * g for g in cfg.num_grids)
+    scores = np.zeros((1, cells, cfg.num_classes), np.float32)
+    scores[0, 5, 3] = 0.9
+    kernels = np.zeros((1, cells, cfg.mask_feat_channels), np.float32)
+    kernels[0, 5, 0] = 1.0
+    feat = np.full((1, cfg.mask_feat_channels, 32, 48), -10.0, np.float32)
+    feat[0, 0, :16, :24] = 10.0
+    for crop, ori in [((128, 170), (301, 401)), ((127, 191), (2399, 3607)), ((128, 128), (17, 17))]:
+        masks, labels, _, _ = runner({"cate_scores": scores, "kernels": kernels,
+                                      "mask_feat": feat,
+                                      "im_shape": np.array([crop], np.float32),
+                                      "scale_factor": np.array([[crop[0] / ori[0],
+                                                                 crop[1] / ori[1]]], np.float32)})
+        assert masks.shape == (1,) + ori and labels.tolist() == [3]
+
+
+def test_onnx_conversion_reports_a_missing_paddle2onnx(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "paddle2onnx", None)  # import now raises ImportError
+    reason = to_onnx(str(tmp_path / "model"), str(tmp_path / "model.onnx"), 1e-5)
+    assert "paddle2onnx is not installed" in reason and "requirements-deploy.txt" in reason
+
+
+def test_group_norm_epsilon_is_repaired_in_the_onnx_graph(exported2):
+    """paddle2onnx 2.1.0 writes garbage epsilons; every GroupNorm must carry the model's."""
+    import onnx
+
+    graph = onnx.load(os.path.join(exported2[2], "network.onnx"), load_external_data=False)
+    epsilons = [attr.f for node in graph.graph.node if node.op_type == "InstanceNormalization"
+                for attr in node.attribute if attr.name == "epsilon"]
+    assert len(epsilons) > 0
+    np.testing.assert_allclose(epsilons, 1e-5, rtol=1e-6)
+
+
+def test_input_specs_match_the_layers():
+    cfg = load_config(2, SMALL)
+    layer = build_inference_model(cfg, paddle.nn.Layer(), "postprocess")
+    names = [spec.name for spec in input_specs(cfg, "postprocess")]
+    assert names == ["cate_scores", "kernels", "mask_feat", "im_shape", "scale_factor"]
+    assert layer.cell_strides.shape == [sum(g * g for g in cfg.num_grids)]
+
+
+def test_export_command_explains_missing_weights(tmp_path):
+    done = subprocess.run([sys.executable, "tools/export_model.py", "--config=2",
+                           "--output", str(tmp_path / "out"),
+                           f"test_cfg.model_path={tmp_path / 'none.pdparams'}"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "weight file not found" in done.stderr
+    assert "1_paddle_solov2_light_r50_vd_fpn_dcn_512_3x2paddle.py" in done.stderr
+    assert not (tmp_path / "out").exists()
