@@ -5,12 +5,11 @@
     python demo.py --config=2 --engine onnx        # the model exported by tools/export_model.py
 """
 
-import argparse
 import os
 import sys
 import time
 
-from config import add_config_arguments, config_table, load_config
+from config import config_parser, config_table, load_config
 from tools.data.coco import load_class_names
 from tools.data.preprocess import list_images
 from tools.errors import MissingInputError, entry_point
@@ -20,9 +19,7 @@ from tools.inference.visualize import draw_instances, save_image
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser)
+    parser = config_parser(__doc__)
     parser.add_argument("--input", help="image file, folder or glob (default test_cfg.input)")
     parser.add_argument("--output", help="folder for drawn images (default test_cfg.output)")
     parser.add_argument("--batch-size", type=int, help="images per forward pass")

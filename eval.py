@@ -8,15 +8,13 @@ Predictions are saved as a COCO results json (default under eval_cfg.output_dir)
 be computed again with --from-json without predicting.
 """
 
-import argparse
 import sys
 
-from config import config_table
 from tools.data.coco import CocoSet
 from tools.errors import entry_point
 from tools.evaluation.cli import (
-    add_eval_arguments,
     default_results_path,
+    eval_parser,
     load_eval_config,
     load_set_and_model,
     positive_int,
@@ -25,14 +23,10 @@ from tools.evaluation.predict import eval_saved, run_eval
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_eval_arguments(parser)
+    parser = eval_parser(__doc__, "RESULTS", "where to save the results json (default: "
+                         "<eval_cfg.output_dir>/<weights>/<annotations>_results.json)")
     parser.add_argument("--from-json", metavar="RESULTS",
                         help="evaluate a saved results json instead of predicting")
-    parser.add_argument("--output", metavar="RESULTS",
-                        help="where to save the results json (default: "
-                             "<eval_cfg.output_dir>/<weights>/<annotations>_results.json)")
     parser.add_argument("--per-class", action="store_true", help="also print AP per class")
     parser.add_argument("--limit", type=positive_int, help="evaluate only the first N images")
     return parser.parse_args(argv)
@@ -42,7 +36,6 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     cfg = load_eval_config(args)
-    print(config_table(cfg))
     if args.from_json:
         eval_saved(CocoSet(cfg.val_path, cfg.val_pre_path), args.from_json, args.per_class)
         return 0

@@ -6,13 +6,11 @@ Writes detections_test-dev2017_solov2_results.json (instance masks as RLE) and t
 file zipped, ready to upload, under <eval_cfg.output_dir>/<weights>/ (or --output).
 """
 
-import argparse
 import sys
 
-from config import config_table
 from tools.errors import MissingInputError, entry_point
 from tools.evaluation.cli import (
-    add_eval_arguments,
+    eval_parser,
     load_eval_config,
     load_set_and_model,
     output_folder,
@@ -22,19 +20,14 @@ from tools.evaluation.results import write_submission
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_eval_arguments(parser)
-    parser.add_argument("--output", metavar="FOLDER",
-                        help="folder for the results (default <eval_cfg.output_dir>/<weights>)")
-    return parser.parse_args(argv)
+    return eval_parser(__doc__, "FOLDER", "folder for the results (default "
+                       "<eval_cfg.output_dir>/<weights>)").parse_args(argv)
 
 
 @entry_point
 def main(argv=None):
     args = parse_args(argv)
     cfg = load_eval_config(args)
-    print(config_table(cfg))
     coco, predictor, style, model_path = load_set_and_model(cfg, args, cfg.test_path,
                                                             cfg.test_pre_path)
     folder = args.output or output_folder(cfg, model_path)

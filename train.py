@@ -11,10 +11,9 @@ checkpoints/iter_*.pdparams, best_model.pdparams (best periodic mask AP),
 model_final.pdparams and classes.txt; the two model files load in demo.py and eval.py.
 """
 
-import argparse
 import sys
 
-from config import add_config_arguments, config_table, load_config
+from config import config_parser, config_table, load_config
 from tools.errors import UserError, entry_point
 from tools.runtime import use_all_cpu_cores
 from tools.training.build import build_run, distributed_info
@@ -22,9 +21,7 @@ from tools.training.trainer import NonFiniteLoss
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser)
+    parser = config_parser(__doc__)
     parser.add_argument("--resume", action="store_true",
                         help="continue from the newest checkpoint in the output folder")
     parser.add_argument("--amp", action="store_true",

@@ -5,6 +5,7 @@ override fields, e.g. ``python demo.py --config=0 test_cfg.draw_thresh=0.5 num_c
 Values are cast to the type of the field they replace.
 """
 
+import argparse
 import ast
 import difflib
 
@@ -100,6 +101,14 @@ def add_config_arguments(parser, default=DEFAULT_CONFIG):
     return parser
 
 
+def config_parser(description, default=DEFAULT_CONFIG):
+    """The parser every script starts from: its docstring as the help text, ``--config``
+    and the ``key=value`` overrides."""
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    return add_config_arguments(parser, default)
+
+
 def config_table(cfg):
     """The resolved config as an aligned two-column text table."""
     from tabulate import tabulate
@@ -109,4 +118,5 @@ def config_table(cfg):
 
 
 __all__ = ["CONFIGS", "DEFAULT_CONFIG", "Published", "Section", "SOLOv2Config",
-           "add_config_arguments", "apply_overrides", "config_table", "load_config"]
+           "add_config_arguments", "apply_overrides", "config_parser", "config_table",
+           "load_config"]

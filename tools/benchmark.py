@@ -24,7 +24,6 @@ score above score_thr, so the post-processing scores some 12,000 candidates per 
 times the post-processing alone with only the best N of them.
 """
 
-import argparse
 import os
 import statistics
 import sys
@@ -201,12 +200,10 @@ def sweep_table(sweeps, results):
 
 
 def parse_args(argv=None):
-    from config import add_config_arguments
+    from config import config_parser
     from tools.inference.backends import BACKENDS as ENGINES
 
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser)
+    parser = config_parser(__doc__)
     parser.add_argument("--engines", default=",".join(ENGINES),
                         help=f"comma-separated, from {', '.join(ENGINES)} (default all)")
     parser.add_argument("--input", default="images/test", help="image file, folder or glob")

@@ -8,7 +8,6 @@ warm-up of a few batches, then times ``--batches`` batches. If this number is we
 the images/s that train.py logs, the model never waits for data.
 """
 
-import argparse
 import os
 import sys
 import time
@@ -16,7 +15,7 @@ import time
 if __package__ in (None, ""):  # run as a script: make the repo importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from config import add_config_arguments, load_config  # noqa: E402
+from config import config_parser, load_config  # noqa: E402
 from tools.errors import entry_point  # noqa: E402
 from tools.training.build import build_train_loader, build_train_set  # noqa: E402
 
@@ -39,9 +38,7 @@ def measure(loader, sampler, batches, warmup=3):
 
 @entry_point
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser)
+    parser = config_parser(__doc__)
     parser.add_argument("--batches", type=int, default=50, help="timed batches")
     parser.add_argument("--workers", type=int, help="loader workers (default train_cfg)")
     args = parser.parse_args(argv)

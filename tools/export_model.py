@@ -10,14 +10,13 @@ file holds and what is known not to work: tools/deploy/export.py. Run the result
 ``python demo.py --engine paddle-inference`` or ``--engine onnx``.
 """
 
-import argparse
 import os
 import sys
 
 if __package__ in (None, ""):  # run as a script: make the repo importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from config import add_config_arguments, load_config  # noqa: E402
+from config import config_parser, load_config  # noqa: E402
 from tools.deploy.export import export  # noqa: E402
 from tools.errors import entry_point  # noqa: E402
 from tools.inference.backends import default_model_dir  # noqa: E402
@@ -25,9 +24,7 @@ from tools.inference.backends import default_model_dir  # noqa: E402
 
 @entry_point
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser)
+    parser = config_parser(__doc__)
     parser.add_argument("--output", help="folder to write (default inference_model/<config>)")
     parser.add_argument("--weights", help="weight file (default test_cfg.model_path)")
     parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX conversion")

@@ -4,7 +4,7 @@ loading the set and the model, and where results go."""
 import argparse
 import os
 
-from config import add_config_arguments, load_config
+from config import config_parser, config_table, load_config
 
 from ..data.coco import CocoSet
 from ..errors import ConfigError
@@ -20,10 +20,11 @@ def positive_int(text):
     return value
 
 
-def add_eval_arguments(parser):
-    """The arguments eval.py and test_dev.py share: --config, key=value, --workers,
-    --engine and --model-dir."""
-    add_config_arguments(parser)
+def eval_parser(description, output_metavar, output_help):
+    """The parser eval.py and test_dev.py start from: --config, key=value, --workers,
+    --engine, --model-dir and --output (what it names differs: ``output_help``)."""
+    parser = config_parser(description)
+    parser.add_argument("--output", metavar=output_metavar, help=output_help)
     parser.add_argument("--workers", type=positive_int, default=2,
                         help="reader and encoder threads each")
     add_engine_arguments(parser)
@@ -31,10 +32,12 @@ def add_eval_arguments(parser):
 
 
 def load_eval_config(args):
-    """The config of ``args``; ConfigError for an unknown field or an unusable value."""
+    """The config of ``args``, printed as a table; ConfigError for an unknown field or an
+    unusable value."""
     cfg = load_config(args.config, args.overrides)
     if cfg.eval_cfg.batch_size < 1:
         raise ConfigError(f"eval_cfg.batch_size={cfg.eval_cfg.batch_size}; it must be >= 1")
+    print(config_table(cfg))
     return cfg
 
 
