@@ -5,7 +5,7 @@ divided by (number of positive cells + 1). L_mask is the Dice loss between the m
 positive cell's dynamic kernel predicts and that cell's instance mask, averaged over the
 positives, with lambda = 3 [SOLO configs: loss_ins weight 3.0; FocalLoss gamma 2, alpha 0.25].
 
-The targets come from :func:`tools.targets.solov2_targets`; see there for their layout.
+The targets come from tools.data.targets (:class:`TargetCollator`); see there for their layout.
 """
 
 import paddle
@@ -51,7 +51,7 @@ class SOLOv2Loss(nn.Layer):
         cate_logits: list over levels of [N, C, S, S]
         kernels:     list over levels of [N, E, S, S]
         mask_feat:   [N, E, H/4, W/4]
-        targets:     dict from tools.targets (cate_labels, ins_index, ins_masks, num_pos).
+        targets:     dict from tools.data.targets (cate_labels, ins_index, ins_masks, num_pos).
     """
 
     def __init__(self, num_classes, ins_weight=3.0, gamma=2.0, alpha=0.25):

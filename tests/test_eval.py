@@ -2,7 +2,7 @@
 VOC photo, with an image missing on disk and an image without annotations.
 
 The stand-in weights are untrained, so their AP is ~0; that AP 1.0 is reachable through the
-same encoding and evaluation is tests/tools/test_coco_eval.py's job. Inputs are shrunk to
+same encoding and evaluation is tests/tools/evaluation/test_cocoeval.py's job. Inputs are shrunk to
 128 px (test_size) to keep each image near two seconds on a slow CPU.
 """
 

@@ -10,7 +10,7 @@ the ones above it in this list.
                   drawing
     evaluation/   COCO results, COCOeval, a pass over a COCO-style set, eval CLI pieces
     training/     building from a config, optimizer and EMA, the training loop, checkpoints
-    deploy/       export to Paddle Inference and ONNX
+    deploy/       export to Paddle Inference and ONNX; timing the backends (benchmark)
     dev/          scripts for developers: regenerate the reference goldens
 
 The files directly in tools/ besides errors.py and runtime.py are thin scripts

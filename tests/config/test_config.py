@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from config import CONFIGS, apply_overrides, config_table, load_config
@@ -72,3 +74,27 @@ def test_override_errors_are_clear():
 def test_overrides_do_not_leak_between_loads():
     apply_overrides(load_config(0), ["num_classes=5"])
     assert load_config(0).num_classes == 80
+
+
+def test_catalogue_names_each_file_once_and_converters_exist():
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    for number, config in CONFIGS.items():
+        for entry in config.published:
+            assert os.path.isfile(os.path.join(root, entry.converter)), entry.converter
+            assert entry.role in ("model", "backbone") and entry.url.startswith("https://")
+        cfg = load_config(number)
+        models = cfg.published_models()
+        assert cfg.model_path == (models[0].output if models else cfg.model_path)
+    outputs = [e.output for c in CONFIGS.values() for e in c.published]
+    files = {e.file: e.output for c in CONFIGS.values() for e in c.published}
+    assert len(set(outputs)) == len(files)  # one output per published file (ssld shared)
+    assert load_config(2).train_cfg.model_path == load_config(2).published_backbone().output
+
+
+def test_stages_share_model_path_unless_they_set_their_own():
+    cfg = load_config(2, ["model_path=mine.pdparams"])
+    assert cfg.test_cfg.model_path == cfg.eval_cfg.model_path == "mine.pdparams"
+    cfg = load_config(2, ["model_path=mine.pdparams", "eval_cfg.model_path=other.pdparams"])
+    assert cfg.test_cfg.model_path == "mine.pdparams"
+    assert cfg.eval_cfg.model_path == "other.pdparams"
+    assert load_config(4).test_cfg.model_path.endswith("model_final.pdparams")

@@ -2,7 +2,7 @@
 
 tests/fixtures/goldens/*.npz were produced by running the ORIGINAL code -- WXinlong/SOLO's
 mmdet 1.0 SOLOv2 on CPU PyTorch, and PaddleDetection 2.6's SOLOv2 -- with the fixture
-weights of tests/fixtures/weights.py on the input below, keeping every k-th element of each
+weights of tools/weights/standin.py on the input below, keeping every k-th element of each
 raw output (k stored alongside). Here the same weights go through our converter and model.
 
 static_light512 covers config 2, whose published file comes from PaddleDetection 0.5 (static

@@ -81,7 +81,7 @@ class CocoTrainSet:
     Args:
         ann_file, image_dir: COCO-style json and the folder its file names are relative to.
         transform: ``transform(image, masks, labels, rng) -> (chw, masks, labels)``
-            (tools.transforms.TrainTransform), or None for the decoded sample.
+            (tools.data.transforms.TrainTransform), or None for the decoded sample.
         seed: base seed; each worker process derives its own random stream from it.
     __getitem__(i) -> dict(image, masks [K, h, w] uint8, labels [K] int64, image_id)
     """

@@ -3,7 +3,7 @@
 Order [PD0.5 solov2_light_reader.yml; SOLO train_pipeline has the steps without (*)]:
     decode RGB -> masks -> colour distortion (*) -> random crop (*) -> multi-scale resize
     -> horizontal flip (p = 0.5) -> normalize -> CHW
-Padding to a multiple of 32 and target generation are batch steps (tools/targets.py).
+Padding to a multiple of 32 and target generation are batch steps (tools/data/targets.py).
 Every function takes and returns (image [H, W, 3], masks [K, H, W] uint8, labels [K]) and
 draws its randomness from the ``rng`` (numpy RandomState) it is given.
 """
@@ -126,7 +126,7 @@ def random_crop(image, masks, labels, rng):
 # -------------------------------------------------------------------- resize and flip
 def train_size(h, w, short, max_size, style):
     """(new_h, new_w) for a training resize to ``short`` capped at ``max_size``, with the
-    scale rule and rounding of the reference the config follows (see tools/preprocess.py)."""
+    scale rule and rounding of the reference the config follows (see tools/data/preprocess.py)."""
     scale = resize_scale(h, w, short, max_size, style)
     if style == "mmcv":
         return int(h * scale + 0.5), int(w * scale + 0.5)

@@ -122,7 +122,7 @@ def evaluate(coco_gt, records, image_ids=None, iou_types=IOU_TYPES, log=print):
 
     Args:
         coco_gt: pycocotools COCO of the ground truth (``CocoSet.coco``).
-        records: result records (see tools.coco_results).
+        records: result records (see tools.evaluation.results).
         image_ids: restrict the evaluation to these images (e.g. those that could be
             read); default all images of the annotation file.
     Returns:

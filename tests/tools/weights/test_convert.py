@@ -5,7 +5,14 @@ import pytest
 from config import load_config
 from model import build_model
 from tools.weights import standin as fx
-from tools.weights.convert import ConversionError, convert_file, convert_state, resolve_aliases
+from tools.weights.convert import (
+    ConversionError,
+    convert_file,
+    convert_state,
+    converter_entry,
+    converter_main,
+    resolve_aliases,
+)
 from tools.weights.files import WeightFileError, load_pdparams
 from tools.weights.load import MissingWeightsError, load_weights
 
@@ -89,3 +96,24 @@ def test_converted_weights_load_into_a_model_that_runs(tmp_path):
     with paddle.no_grad():
         out = model(paddle.randn([1, 3, 64, 64]))
     assert np.isfinite(out["mask_feat"].numpy()).all()
+
+
+def test_converter_defaults_come_from_the_catalogue():
+    number, entry = converter_entry("1_paddle_r50vd_ssld_2paddle.py")
+    assert number == 2 and entry.role == "backbone" and entry.unpacked
+    number, entry = converter_entry("1_paddle_solov2_r50_fpn_8gpu_3x2paddle.py")
+    assert (number, entry.file) == (0, "solov2_r50_fpn_3x.pdparams")
+    with pytest.raises(LookupError):
+        converter_entry("1_unknown2paddle.py")
+
+
+def test_a_source_named_as_published_gets_its_catalogue_output(tmp_path, monkeypatch):
+    """The PaddleDetection 2.x R50 file shares config 0's converter with the 0.5 file;
+    named as published, it is written under its own catalogue name."""
+    source = tmp_path / "solov2_r50_fpn_3x_coco.pdparams"
+    fx.save_paddle2_pdparams(str(source), fx.make_state(fx.read_keys(
+        "ppdet2_solov2_r50_fpn_3x_coco.keys")))
+    monkeypatch.chdir(tmp_path)
+    assert converter_main("1_paddle_solov2_r50_fpn_8gpu_3x2paddle.py", [str(source)]) == 0
+    _, meta = load_pdparams(str(tmp_path / "dygraph_solov2_r50_fpn_3x_coco.pdparams"))
+    assert meta["format"] == "ppdet2" and meta["source"] == source.name
