@@ -19,19 +19,23 @@ from .solov2_r50_fpn_8gpu_3x import SOLOv2_R50_FPN_8GPU_3x
 from .solov2_shapes_tour import SOLOv2_Shapes_Tour
 
 # Config 4 is the CPU quick tour on synthetic data and the template for custom data.
-CONFIGS = {c.number: c for c in (SOLOv2_R50_FPN_8GPU_3x, SOLOv2_Light_448_R50_FPN_8GPU_3x,
-                                 SOLOv2_Light_R50_VD_FPN_DCN_512_3x, SOLOv2_R50_Enhance_COCO,
-                                 SOLOv2_Shapes_Tour)}
+_NUMBERED = (SOLOv2_R50_FPN_8GPU_3x, SOLOv2_Light_448_R50_FPN_8GPU_3x,
+             SOLOv2_Light_R50_VD_FPN_DCN_512_3x, SOLOv2_R50_Enhance_COCO, SOLOv2_Shapes_Tour)
+CONFIGS = {c.number: c for c in _NUMBERED}
+if len(CONFIGS) != len(_NUMBERED):
+    raise ImportError(f"two configs share a number: {[c.number for c in _NUMBERED]}")
 DEFAULT_CONFIG = 2
 
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 
 
-def _cast(text, current):
-    """Parse ``text`` into the type of ``current``."""
+def _cast(text, current, key=""):
+    """Parse ``text`` into the type of ``current`` (a ``*path`` field is always text)."""
     if text.lower() in ("none", "null"):
         return None
+    if key.endswith("path"):
+        return text
     if isinstance(current, bool):
         if text.lower() in _TRUE:
             return True
@@ -71,7 +75,7 @@ def apply_overrides(cfg, words):
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise ConfigError(f"unknown config field {key!r}{hint}")
         try:
-            value = _cast(text.strip(), known[key])
+            value = _cast(text.strip(), known[key], key)
         except (ValueError, SyntaxError) as err:
             raise ConfigError(f"cannot set {key}={text!r}: {err}") from None
         owner, _, attr = key.rpartition(".")

@@ -30,7 +30,7 @@ class Published:
     # training (train_cfg.model_path).
     role: str = "model"
     # The folder the archive unpacks to, which the converter reads as well.
-    unpacked: str = None
+    unpacked: str | None = None
 
 
 class Section:
@@ -56,7 +56,8 @@ class Section:
 class SOLOv2Config:
     # Short name; converted weights and output folders are named after it.
     name = "solov2"
-    # The number --config=N picks (config/__init__.py lists them).
+    # The number --config=N picks (config/__init__.py lists them); a config of your own that
+    # joins that list sets its own, since a subclass inherits its parent's.
     number = None
     # The published weight files for this config, the default first (see Published).
     published = ()
@@ -105,7 +106,8 @@ class SOLOv2Config:
         # ------------------------------------------------------------------ weights
         # The converted weight file demo.py, eval.py, test_dev.py and the export read:
         # what the converter of the config's first published model file writes.
-        # test_cfg.model_path / eval_cfg.model_path override it for one stage.
+        # test_cfg.model_path / eval_cfg.model_path override it for one stage; training
+        # reads train_cfg.model_path (initial weights) instead.
         models = self.published_models()
         self.model_path = models[0].output if models else None
 

@@ -48,7 +48,7 @@ class SegmentLayer(nn.Layer):
 
 
 class SOLOv2Inference(nn.Layer):
-    """Network and post-processing in one layer: what tools/export_model.py saves.
+    """Network and post-processing in one layer: what tools/deploy/export.py saves.
 
     forward(image [1, 3, H, W], im_shape [1, 2], scale_factor [1, 2])
         -> (masks, labels, scores, boxes) as in :class:`SegmentLayer`.

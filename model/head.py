@@ -71,7 +71,7 @@ class SOLOv2Head(nn.Layer):
         p2, p3, p4, p5, p6 = features
         # P2 halved has exactly P3's size (inputs are padded to multiples of 32), so resizing
         # to that size is the reference's scale_factor=0.5. A size rather than a scale is
-        # what paddle2onnx can read (see tools/export_model.py).
+        # what paddle2onnx can read (see tools/deploy/export.py).
         return [bilinear(p2, size=p3.shape[-2:]), p3, p4, p5,
                 bilinear(p6, size=p5.shape[-2:])]
 

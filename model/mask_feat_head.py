@@ -50,7 +50,7 @@ class MaskFeatHead(nn.Layer):
                 if level > 0:
                     # 2x up to the next finer level's size: the reference's scale_factor=2
                     # (sizes halve exactly), written as a size because paddle2onnx cannot
-                    # read a resize scale from a Paddle 3 model (see tools/export_model.py).
+                    # read a resize scale from a Paddle 3 model (see tools/deploy/export.py).
                     x = bilinear(x, size=features[level - 1 - j].shape[-2:])
             total = x if total is None else total + x
         return self.conv_pred(total)

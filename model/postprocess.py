@@ -23,6 +23,8 @@ import cv2
 import numpy as np
 import paddle.nn.functional as F
 
+from tools.errors import ConfigError
+
 # Step 2-4 batch size after the first nms_pre candidates (see scored_candidates).
 SCORING_BATCH = 128
 
@@ -179,7 +181,7 @@ def matrix_nms(masks, labels, scores, kernel="gaussian", sigma=2.0):
 def check_nms_kernel(kernel):
     """Both forms of Matrix NMS know two decay kernels; anything else is a config error."""
     if kernel not in ("gaussian", "linear"):
-        raise ValueError(f"Matrix NMS kernel must be 'gaussian' or 'linear', got {kernel!r}")
+        raise ConfigError(f"test_cfg.nms_kernel must be 'gaussian' or 'linear', got {kernel!r}")
 
 
 def paste_masks(probs, crop_hw, ori_hw, mask_thr):

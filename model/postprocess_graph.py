@@ -1,5 +1,5 @@
 """The post-processing of :mod:`model.postprocess` as Paddle tensor ops, for the exported
-inference graph (tools/export_model.py): the same steps 1-6 and the same detections, written
+inference graph (tools/deploy/export.py): the same steps 1-6 and the same detections, written
 so that nothing branches on data in Python and every step accepts zero masks.
 
 The eager form in :mod:`model.postprocess` (numpy) is what demo, eval and training run;

@@ -11,6 +11,8 @@ Output: C2..C5 at strides 4, 8, 16, 32 with 256, 512, 1024, 2048 channels.
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from tools.errors import ConfigError
+
 from .layers import ConvNorm
 
 STAGE_BLOCKS = (3, 4, 6, 3)  # ResNet-50
@@ -63,7 +65,7 @@ class ResNet50(nn.Layer):
     def __init__(self, variant="b", dcn_stages=()):
         super().__init__()
         if variant not in ("b", "d"):
-            raise ValueError(f"ResNet variant must be 'b' or 'd', got {variant!r}")
+            raise ConfigError(f"backbone_variant must be 'b' or 'd', got {variant!r}")
         if variant == "d":
             stem = [ConvNorm(3, 32, 3, stride=2), ConvNorm(32, 32, 3), ConvNorm(32, 64, 3)]
         else:

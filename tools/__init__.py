@@ -1,5 +1,5 @@
-"""Everything around the network (model/): one sub-package per stage, each importing only
-the ones above it in this list.
+"""Everything around the network: one sub-package per stage, each importing only the ones
+above it in this list (config/ and model/ sit between runtime.py and data/).
 
     errors.py, runtime.py  the one UserError base; CPU threads and other process settings
     data/         COCO-style sets, image reading and preprocessing, training set, transforms,

@@ -27,8 +27,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=int, nargs=2, default=(192, 256), metavar=("H", "W"))
     args = parser.parse_args(argv)
-    if min(args.size) < 32 or args.train < 1 or args.val < 1:
-        raise ConfigError(f"--size must be at least 32 x 32 and --train / --val at least 1, "
+    if min(args.size) < 32 or args.train < 0 or args.val < 0:
+        raise ConfigError(f"--size must be at least 32 x 32 and --train / --val at least 0, "
                           f"got size {args.size}, train {args.train}, val {args.val}")
     paths = make_dataset(args.out, args.train, args.val, args.seed, tuple(args.size))
     for split, path in paths.items():

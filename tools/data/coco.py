@@ -1,4 +1,5 @@
-"""COCO-style annotation files: images, categories and the label <-> category id mapping.
+"""COCO-style annotation files: images, categories and the label <-> category id mapping;
+class-name files (classes_path) and the one a training run writes.
 
 Used by training (annotations to targets), evaluation (image list, mapping labels back to
 category ids) and test-dev (image info only, no annotations). Category ids need not be
@@ -80,8 +81,14 @@ class CocoSet:
 
 def read_class_names(path):
     """Class names from a text file, one per line in label order (blank lines skipped)."""
-    with open(path, encoding="utf-8") as f:
-        return [line.strip() for line in f if line.strip()]
+    if not os.path.isfile(path):
+        raise MissingInputError(f"classes file {path!r} is not a file; write one class name "
+                                "per line, in label order")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [line.strip() for line in f if line.strip()]
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text; write one class name per line") from None
 
 
 def load_class_names(cfg):

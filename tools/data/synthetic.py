@@ -102,4 +102,3 @@ def make_dataset(out, train=200, val=40, seed=0, size=(192, 256)):
     with open(os.path.join(out, "classes.txt"), "w") as f:
         f.write("\n".join(CLASSES) + "\n")
     return paths
-

@@ -146,7 +146,7 @@ def postprocess_sweep(engine, predictor, outputs, crop_hw, ori_hw, cfg, counts, 
 
 
 def table(results):
-
+    """The speed table: median images/s (min-max) and median ms per stage per backend."""
     headers = ["engine", "images/s (min-max)"] + [f"{label} ms" for _, label in STAGES] + [
         "post / forward"]
     rows = []
@@ -161,7 +161,7 @@ def table(results):
 
 
 def sweep_table(sweeps, results):
-
+    """Post-processing ms for each candidate count, and its share of the forward pass."""
     counts = list(next(iter(sweeps.values())))
     rows = []
     for engine, times in sweeps.items():

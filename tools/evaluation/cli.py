@@ -49,7 +49,7 @@ def load_set_and_model(cfg, args, ann_file, image_dir):
     coco = CocoSet(ann_file, image_dir)
     coco.check_classes(cfg.num_classes)
     if args.engine == "dygraph" and not cfg.eval_cfg.model_path:
-        raise WeightFileError("no weights given: set eval_cfg.model_path=PATH")
+        raise WeightFileError("no weights given: set model_path=PATH (or eval_cfg.model_path)")
     predictor, style = load_backend(args.engine, cfg, cfg.eval_cfg.model_path, args.model_dir)
     source = weights_source(cfg, args.engine, args.model_dir)
     print(f"{len(coco.image_ids)} images in {ann_file}; weights {source}; "

@@ -8,9 +8,8 @@ Every backend is a predictor with one interface,
   'paddle-inference'  an exported folder through paddle.inference (no model code needed)
   'onnx'              the exported model.onnx through onnxruntime
 
-An exported folder is what tools/deploy/export.py writes; its deploy.json follows the
-contract at the top of the "exported folders" part below, which this module reads and the
-export writes.
+An exported folder is what tools/deploy/export.py writes; the part of its deploy.json that
+the backends rely on (DEPLOY_FORMAT, DEPLOY_KEYS, POSTPROCESS_FIELDS) is defined below.
 
 An exported graph takes one image at a time (each image's masks come at its own original
 size), so a batch is run image by image; every image sees the batch's padded input, as in
@@ -77,6 +76,9 @@ def load_dygraph(cfg, model_path):
 # --------------------------------------------------------------------- exported folders
 # Version of deploy.json's layout; backends refuse a folder they do not understand.
 DEPLOY_FORMAT = 1
+# What deploy.json must hold besides "format" (tools/deploy/export.py writes more: weights,
+# sizes, normalisation, the Paddle version, ONNX conversion results).
+DEPLOY_KEYS = ("config", "parts", "preprocess", "postprocess")
 # The test_cfg fields the exported graph bakes in; a run with other values must export again.
 POSTPROCESS_FIELDS = ("score_thr", "mask_thr", "nms_pre", "nms_kernel", "nms_sigma",
                       "update_thr", "max_per_img")
@@ -97,11 +99,19 @@ def read_deploy_info(model_dir):
         raise BackendError(f"{path} not found: export the model first, e.g. "
                            "python tools/export_model.py --config=N --output "
                            f"{model_dir}")
-    with open(path) as f:
-        info = json.load(f)
-    if info.get("format") != DEPLOY_FORMAT:
-        raise BackendError(f"{path} has format {info.get('format')}, this code reads "
-                          f"{DEPLOY_FORMAT}; export the model again")
+    try:
+        with open(path, encoding="utf-8") as f:
+            info = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BackendError(f"{path} is not readable json ({err}); export the model "
+                           "again") from None
+    if not isinstance(info, dict) or info.get("format") != DEPLOY_FORMAT:
+        found = info.get("format") if isinstance(info, dict) else type(info).__name__
+        raise BackendError(f"{path} has format {found}, this code reads {DEPLOY_FORMAT}; "
+                           "export the model again")
+    missing = [key for key in DEPLOY_KEYS if key not in info]
+    if missing:
+        raise BackendError(f"{path} lacks {missing}; export the model again")
     return info
 
 
@@ -176,10 +186,10 @@ class OnnxRunner:
             import onnxruntime
         except ImportError:
             raise BackendError("onnxruntime is not installed: pip install -r "
-                              "requirements-deploy.txt") from None
+                               "requirements-deploy.txt") from None
         if not os.path.exists(path):
             raise BackendError(f"{path} not found; export with ONNX (tools/export_model.py "
-                              "without --no-onnx; see deploy.json for why it may be missing)")
+                               "without --no-onnx; see deploy.json for why it may be missing)")
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads or cpu_cores()
         options.inter_op_num_threads = 1

@@ -1,4 +1,5 @@
-"""The one prediction loop behind demo.py, eval.py and test_dev.py.
+"""The one prediction loop behind demo.py, eval.py, test_dev.py, training's periodic
+evaluation and tools/benchmark.py.
 
 Three stages overlap: worker threads read and preprocess images ahead of the model; the
 calling thread batches them, runs the network and the post-processing; worker threads

@@ -41,8 +41,8 @@ def build_train_loader(cfg, dataset, num_workers=None):
                                                 shuffle=True, drop_last=True)
     if len(sampler) == 0:
         raise ConfigError(f"{len(dataset)} usable training images cannot fill one batch of "
-                         f"{cfg.train_cfg.batch_size} per process; lower "
-                         "train_cfg.batch_size")
+                          f"{cfg.train_cfg.batch_size} per process; lower "
+                          "train_cfg.batch_size")
     workers = cfg.train_cfg.num_workers if num_workers is None else num_workers
     collate = TargetCollator(cfg.num_grids, cfg.scale_ranges, cfg.sigma)
     # Persistent workers: a small dataset would otherwise restart them every epoch.

@@ -136,6 +136,11 @@ def start_iteration(output_dir, resume, model, optimizer, ema=None, log=_warn):
         log(f"--resume: no checkpoint in {folder}; starting at iteration 0")
         return 0, -math.inf
     _, arrays, meta, path = found
-    iteration = restore(arrays, meta, model, optimizer, ema)
+    try:
+        iteration = restore(arrays, meta, model, optimizer, ema)
+    except (KeyError, ValueError, WeightFileError) as err:
+        reason = str(err).strip("'\"")
+        raise WeightFileError(f"{path}: {reason}; to start a new run instead, set "
+                              "train_cfg.output_dir to a new folder") from None
     log(f"resumed from {path} at iteration {iteration}")
     return iteration, float(meta.get("best_ap", "-inf"))

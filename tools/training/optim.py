@@ -7,6 +7,8 @@ warm-up, then x0.1 steps [SOLO optimizer / lr_config; PD0.5 LearningRate / Optim
 import paddle
 import paddle.nn as nn
 
+from ..errors import ConfigError
+
 
 # ------------------------------------------------------------------ backbone training
 def _backbone_norms(model):
@@ -25,7 +27,7 @@ def freeze_backbone(model, frozen_stages, norm):
     """Stop gradients of the frozen stages, and of every backbone BatchNorm when ``norm`` is
     'frozen'. See config/base.py (backbone_frozen_stages, backbone_norm)."""
     if norm not in ("affine", "frozen", "train"):
-        raise ValueError(f"backbone_norm must be 'affine', 'frozen' or 'train', got {norm!r}")
+        raise ConfigError(f"backbone_norm must be 'affine', 'frozen' or 'train', got {norm!r}")
     frozen = _frozen_prefixes(frozen_stages)
     for name, param in model.backbone.named_parameters():
         if name.startswith(frozen):

@@ -32,6 +32,7 @@ SOURCES = {
     "ssld": (ssld_pairs, ssld_ignored, {}, None),
 }
 
+
 class ConversionError(UserError):
     """Source and model do not match; lists every offending name."""
 
@@ -174,7 +175,8 @@ def converter_main(script, argv=None):
 
     number, entry = converter_entry(script)
     default_src = entry.file
-    if entry.unpacked and os.path.exists(entry.unpacked):
+    # The unpacked folder is the default unless only the archive is there.
+    if entry.unpacked and (os.path.exists(entry.unpacked) or not os.path.exists(entry.file)):
         default_src = entry.unpacked
     parser = argparse.ArgumentParser(description=f"Convert {default_src} to {entry.output}.")
     parser.add_argument("source", nargs="?", default=default_src,
@@ -195,8 +197,11 @@ def converter_main(script, argv=None):
     except UserError as err:
         # A list of names stays a list; a one-line reason stays one line.
         detail = str(err)
-        sep = "\n" if "\n" in detail else " "
-        raise UserError(f"cannot convert {args.source} for config {args.config}:{sep}{detail}"
-                        f"{sep}No output file was written.") from None
+        if "\n" in detail:
+            detail = f"\n{detail}\n"
+        else:
+            detail = f" {detail}{'' if detail.endswith(('.', '?')) else '.'} "
+        raise UserError(f"cannot convert {args.source} for config {args.config}:{detail}"
+                        "No output file was written.") from None
     print(f"{args.source} ({kind}) -> {output}: {count} tensors for {cfg.name}")
     return 0

@@ -27,7 +27,8 @@ def missing_weights_message(path, cfg):
     for src in sources:
         lines.append(f"  wget -O {src.file} '{src.url}'")
         lines.append(f"  python {src.converter} {src.file}    # writes {src.output}")
-    lines.append("or point the config at your file: model_path=PATH")
+    lines.append("or point the config at your file: model_path=PATH (test_cfg.model_path or "
+                 "eval_cfg.model_path for one stage)")
     return "\n".join(lines)
 
 

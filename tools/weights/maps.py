@@ -56,7 +56,7 @@ def _check_supported(cfg, source, backbone_dcn=True, head_dcn=True, mask_dcn=Tru
         problems.append("DCN in the mask feature head")
     if problems:
         raise ConfigError(f"{cfg.name} has {' and '.join(problems)}, which {source} "
-                         "weights never have; pick the matching --config")
+                          "weights never have; pick the matching --config")
 
 
 # ------------------------------------------------------------------------ SOLO .pth
@@ -196,7 +196,7 @@ def _ppdet2_conv(ours, theirs, dcn):
 def ppdet2_pairs(cfg):
     if cfg.head_dcn_convs and not cfg.head_dcn_bias:
         raise ConfigError(f"{cfg.name} builds head DCNs without bias; PaddleDetection 2.x "
-                         "head DCNs have one (use config 3 for the enhance model)")
+                          "head DCNs have one (use config 3 for the enhance model)")
     pairs = []
     stem = ["conv1_1", "conv1_2", "conv1_3"] if cfg.backbone_variant == "d" else ["conv1"]
     for k, name in enumerate(stem):

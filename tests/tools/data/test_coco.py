@@ -2,7 +2,9 @@ import json
 
 import pytest
 
-from tools.data.coco import AnnotationError, CocoSet
+from config import load_config
+from tools.data.coco import AnnotationError, CocoSet, load_class_names, read_class_names
+from tools.errors import ConfigError, MissingInputError
 
 
 def write(path, data):
@@ -47,3 +49,18 @@ def test_broken_files_are_reported(tmp_path, content, message):
 def test_missing_file(tmp_path):
     with pytest.raises(AnnotationError, match="not found"):
         CocoSet(str(tmp_path / "none.json"), ".")
+
+
+def test_class_names_file_errors_are_clear(tmp_path):
+    cfg = load_config(4, [f"classes_path={tmp_path}"])
+    with pytest.raises(MissingInputError, match="is not a file"):
+        load_class_names(cfg)
+    latin = tmp_path / "classes.txt"
+    latin.write_bytes("caf\xe9\nthe\nrest\n".encode("latin1"))
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_class_names(load_config(4, [f"classes_path={latin}"]))
+    latin.write_text("circle\nsquare\n\n")
+    with pytest.raises(ConfigError, match="lists 2 classes but num_classes=3"):
+        load_class_names(load_config(4, [f"classes_path={latin}"]))
+    latin.write_text("circle\n\nsquare\ntriangle\n")
+    assert read_class_names(str(latin)) == ["circle", "square", "triangle"]

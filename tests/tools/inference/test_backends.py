@@ -54,3 +54,15 @@ def test_onnx_matches_dygraph_at_the_full_test_size(exported2):
     ours = predict("onnx", cfg, weights, model_dir, paths=PHOTOS[:1])
     assert len(reference[0]["labels"]) > 0
     assert_same_detections(ours[0], reference[0])
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "is not readable json"),
+    ('{"format": 1, "config": "x"}', "lacks ['parts', 'preprocess', 'postprocess']"),
+    ("[1, 2]", "has format list"),
+])
+def test_a_damaged_deploy_json_says_export_again(tmp_path, content, message):
+    (tmp_path / "deploy.json").write_text(content)
+    with pytest.raises(BackendError, match="export the model again") as info:
+        load_backend("onnx", load_config(2), model_dir=str(tmp_path))
+    assert message in str(info.value)

@@ -1,3 +1,4 @@
+import math
 import os
 import subprocess
 import sys
@@ -7,7 +8,14 @@ import numpy as np
 import paddle
 import pytest
 
-from tools.training.checkpoints import list_checkpoints, load_latest, restore, save_checkpoint
+from tools.errors import UserError
+from tools.training.checkpoints import (
+    list_checkpoints,
+    load_latest,
+    restore,
+    save_checkpoint,
+    start_iteration,
+)
 from tools.training.optim import ModelEMA
 from tools.weights.files import WeightFileError
 
@@ -119,3 +127,18 @@ def test_kill_during_write_leaves_previous_checkpoint(tmp_path):
     model, optimizer, ema = make(seed=3)
     iteration, arrays, meta, _ = load_latest(str(tmp_path))
     assert restore(arrays, meta, model, optimizer, ema) == 1
+
+
+def test_start_iteration_refuses_mixing_runs_and_foreign_checkpoints(tmp_path):
+    model, optimizer, ema = make()
+    step(model, optimizer, ema, 0)
+    save_checkpoint(str(tmp_path / "checkpoints"), 1, model, optimizer, ema)
+    with pytest.raises(UserError, match="pass --resume"):
+        start_iteration(str(tmp_path), False, model, optimizer, ema, log=lambda m: None)
+    assert start_iteration(str(tmp_path), True, model, optimizer, ema,
+                           log=lambda m: None) == (1, -math.inf)
+    # A model of another shape cannot take this run's state: one clear error, no KeyError.
+    other = paddle.nn.Linear(3, 2)
+    other_opt = paddle.optimizer.Momentum(0.1, parameters=other.parameters())
+    with pytest.raises(WeightFileError, match="iter_0000001.pdparams"):
+        start_iteration(str(tmp_path), True, other, other_opt, None, log=lambda m: None)

@@ -131,20 +131,3 @@ def test_ema_threshold_decay():
     layer.weight.set_value(previous + 1.0)
     ema.update(layer)
     np.testing.assert_allclose(ema.state["weight"].numpy(), previous + 0.0002, rtol=1e-5)
-
-
-def test_sync_batchnorm_only_for_trained_norms_on_several_gpus(monkeypatch):
-    from tools.training.build import build_training, use_sync_bn
-
-    cfg3, cfg2 = load_config(3), load_config(2)
-    assert use_sync_bn(cfg3, 2, on_gpu=True)
-    assert not use_sync_bn(cfg3, 1, on_gpu=True)      # one GPU: plain BatchNorm
-    assert not use_sync_bn(cfg2, 4, on_gpu=True)      # frozen statistics: nothing to sync
-    assert not use_sync_bn(cfg3, 2, on_gpu=False)     # no CPU kernel in Paddle
-    # On a (pretended) GPU the backbone's BatchNorms become SyncBatchNorm.
-    monkeypatch.setattr(paddle.device, "get_device", lambda: "gpu:0")
-    cfg3 = load_config(3, ["num_classes=3", "train_cfg.model_path=None"])
-    model, _, _, lr = build_training(cfg3, world_size=2, log=lambda m: None)
-    kinds = {type(layer).__name__ for layer in model.backbone.sublayers()}
-    assert "SyncBatchNorm" in kinds and "BatchNorm2D" not in kinds
-    assert lr == pytest.approx(0.01 * 4 / 16)   # 2 processes x batch 2

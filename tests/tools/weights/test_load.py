@@ -1,4 +1,5 @@
-"""Initial weights for training: backbone only, full model, other class count."""
+"""Loading weights: for prediction (every tensor, a published file converted in memory, clear
+errors) and as initial weights for training (backbone only, full model, other class count)."""
 
 import numpy as np
 import paddle
@@ -6,9 +7,10 @@ import pytest
 
 from config import load_config
 from model import build_model
-from tools.weights.convert import ConversionError
-from tools.weights.files import save_pdparams
-from tools.weights.load import load_initial_weights
+from tools.weights import standin as fx
+from tools.weights.convert import ConversionError, convert_file
+from tools.weights.files import WeightFileError, load_pdparams, save_pdparams
+from tools.weights.load import MissingWeightsError, load_initial_weights, load_weights
 from tools.weights.standin import make_state, save_tensor_folder, ssld_keys
 
 
@@ -75,3 +77,61 @@ def test_missing_file_says_how_to_get_the_backbone(tmp_path):
     cfg = load_config(2)
     with pytest.raises(Exception, match="ResNet50_vd_ssld_pretrained"):
         load_initial_weights(build_model(cfg), str(tmp_path / "none.pdparams"), cfg)
+
+
+def test_missing_weights_message_says_where_to_get_them(tmp_path):
+    with pytest.raises(MissingWeightsError) as info:
+        load_weights(build_model(load_config(2)), str(tmp_path / "none.pdparams"),
+                     load_config(2))
+    message = str(info.value)
+    assert "none.pdparams" in message
+    assert "https://paddlemodels.bj.bcebos.com/object_detection/" \
+           "solov2_light_r50_vd_fpn_dcn_512_3x.pdparams" in message
+    assert "1_paddle_solov2_light_r50_vd_fpn_dcn_512_3x2paddle.py" in message
+
+
+def test_published_file_loads_directly_and_matches_the_converted_one(tmp_path):
+    cfg = load_config(2)
+    source = str(tmp_path / "static.pdparams")
+    fx.save_fluid_pickle(source, fx.make_state(fx.ppdet_static_keys(**fx.STATIC_LIGHT_512)))
+    convert_file(cfg, source, str(tmp_path / "converted.pdparams"))
+    direct, converted = build_model(cfg), build_model(cfg)
+    meta_direct = load_weights(direct, source, cfg)
+    meta_converted = load_weights(converted, str(tmp_path / "converted.pdparams"), cfg)
+    assert meta_direct["preprocess"] == meta_converted["preprocess"] == "ppdet_static"
+    for (name, a), b in zip(direct.state_dict().items(), converted.state_dict().values()):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=name)
+
+
+def test_wrong_class_count_is_explained(tmp_path):
+    cfg3 = load_config(1, ["num_classes=3"])
+    path = str(tmp_path / "three.pdparams")
+    model = build_model(cfg3)
+    from tools.weights.files import save_pdparams
+
+    save_pdparams({k: v.numpy() for k, v in model.state_dict().items()}, path)
+    cfg = load_config(1)
+    with pytest.raises(WeightFileError, match="predicts 3 classes .* num_classes=80"):
+        load_weights(build_model(cfg), path, cfg)
+
+
+def test_backbone_file_is_not_a_detector(tmp_path):
+    cfg = load_config(2)
+    fx.save_tensor_folder(str(tmp_path / "ssld"), fx.make_state(fx.ssld_keys()))
+    with pytest.raises(WeightFileError, match="ImageNet backbone"):
+        load_weights(build_model(cfg), str(tmp_path / "ssld"), cfg)
+
+
+def test_converted_weights_load_into_a_model_that_runs(tmp_path):
+    cfg = load_config(2)
+    source = str(tmp_path / "static.pdparams")
+    fx.save_fluid_pickle(source, fx.make_state(fx.ppdet_static_keys(**fx.STATIC_LIGHT_512)))
+    convert_file(cfg, source, str(tmp_path / "out.pdparams"))
+    arrays, meta = load_pdparams(str(tmp_path / "out.pdparams"))
+    assert meta["config"] == cfg.name and meta["format"] == "ppdet_static"
+    model = build_model(cfg)
+    load_weights(model, str(tmp_path / "out.pdparams"), cfg)
+    model.eval()
+    with paddle.no_grad():
+        out = model(paddle.randn([1, 3, 64, 64]))
+    assert np.isfinite(out["mask_feat"].numpy()).all()
