@@ -82,13 +82,18 @@ def test_catalogue_names_each_file_once_and_converters_exist():
         for entry in config.published:
             assert os.path.isfile(os.path.join(root, entry.converter)), entry.converter
             assert entry.role in ("model", "backbone") and entry.url.startswith("https://")
-        cfg = load_config(number)
-        models = cfg.published_models()
-        assert cfg.model_path == (models[0].output if models else cfg.model_path)
-    outputs = [e.output for c in CONFIGS.values() for e in c.published]
-    files = {e.file: e.output for c in CONFIGS.values() for e in c.published}
-    assert len(set(outputs)) == len(files)  # one output per published file (ssld shared)
-    assert load_config(2).train_cfg.model_path == load_config(2).published_backbone().output
+    defaults = {n: load_config(n).model_path for n in CONFIGS}
+    assert defaults == {0: "dygraph_solov2_r50_fpn_8gpu_3x.pdparams",
+                        1: "dygraph_solov2_light_448_r50_fpn_8gpu_3x.pdparams",
+                        2: "dygraph_solov2_light_r50_vd_fpn_dcn_512_3x.pdparams",
+                        3: "dygraph_solov2_r50_enhance_coco.pdparams",
+                        4: "output/solov2_light_shapes_tour/model_final.pdparams"}
+    # Every published file has its own output name; configs 2 and 3 share one backbone.
+    entries = {e for c in CONFIGS.values() for e in c.published}
+    assert len({e.output for e in entries}) == len({e.file for e in entries}) == len(entries)
+    assert load_config(2).published_backbone() is load_config(3).published_backbone()
+    assert load_config(2).train_cfg.model_path == "dygraph_r50vd_ssld.pdparams"
+    assert load_config(0).published_backbone() is None
 
 
 def test_stages_share_model_path_unless_they_set_their_own():

@@ -57,6 +57,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 if REPO not in sys.path:  # run as a script: make tools.weights importable
     sys.path.insert(0, REPO)
 
+from tools.errors import MissingInputError, entry_point  # noqa: E402
 from tools.weights import standin  # noqa: E402
 
 DEFAULT_OUTPUT = os.path.join(REPO, "tests", "fixtures", "goldens")
@@ -348,6 +349,7 @@ def compare(new, path):
     return lines, ok
 
 
+@entry_point
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", action="append", choices=NAMES, metavar="NAME",
@@ -364,10 +366,16 @@ def main(argv=None):
     names = args.only or NAMES
     if any(n in SOLO for n in names) and not args.solo_root:
         parser.error("solo_* goldens need --solo-root (or pick others with --only)")
+    if args.solo_root and not os.path.isdir(os.path.join(args.solo_root, "mmdet")):
+        raise MissingInputError(f"--solo-root {args.solo_root} is not a checkout of "
+                                "WXinlong/SOLO (no mmdet/ folder in it)")
     failed = []
     for name in names:
-        out = solo_outputs(name, args.solo_root) if name in SOLO else ppdet_outputs(name)
         path = os.path.join(args.output, f"{name}.npz")
+        if args.check and not os.path.isfile(path):
+            raise MissingInputError(f"--check: {path} does not exist; run without --check "
+                                    "to write it")
+        out = solo_outputs(name, args.solo_root) if name in SOLO else ppdet_outputs(name)
         if args.check:
             lines, ok = compare(out, path)
             print(f"{name}: {'ok' if ok else 'DIFFERS'}", *lines, sep="\n")

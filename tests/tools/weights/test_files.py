@@ -127,7 +127,7 @@ def test_save_is_readable_by_paddle_and_keeps_meta(tmp_path):
 
 
 def test_interrupted_save_leaves_no_file_and_keeps_the_old_one(tmp_path, monkeypatch):
-    from tools.weights import files as checkpoint_io
+    from tools.weights import files
 
     path = tmp_path / "out.pdparams"
     save_pdparams({"a": np.zeros(3, np.float32)}, str(path))
@@ -137,7 +137,7 @@ def test_interrupted_save_leaves_no_file_and_keeps_the_old_one(tmp_path, monkeyp
         f.write(b"half a pickle")
         raise KeyboardInterrupt  # as if the process were interrupted mid-write
 
-    monkeypatch.setattr(checkpoint_io.pickle, "dump", dump_then_die)
+    monkeypatch.setattr(files.pickle, "dump", dump_then_die)
     with pytest.raises(KeyboardInterrupt):
         save_pdparams({"a": np.ones(3, np.float32)}, str(path))
     assert os.listdir(tmp_path) == ["out.pdparams"]
