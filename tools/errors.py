@@ -23,11 +23,6 @@ class MissingInputError(UserError, FileNotFoundError):
     """A file or folder the run needs is not there (or holds nothing usable)."""
 
 
-def report(err, file=None):
-    """Print a UserError the way every entry point does: ``error: <message>``."""
-    print(f"error: {err}", file=file or sys.stderr)
-
-
 def entry_point(main):
     """Decorate a script's ``main(argv=None) -> int``: a UserError becomes its message on
     stderr and the return value 1; other exceptions propagate with their traceback."""
@@ -37,7 +32,7 @@ def entry_point(main):
         try:
             return main(*args, **kwargs)
         except UserError as err:
-            report(err)
+            print(f"error: {err}", file=sys.stderr)
             return 1
 
     return run

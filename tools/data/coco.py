@@ -80,9 +80,11 @@ class CocoSet:
 
 
 def read_class_names(path):
-    """Class names from a text file, one per line in label order (blank lines skipped)."""
+    """Class names from a classes_path file, one per line in label order (blank lines
+    skipped)."""
     if not os.path.isfile(path):
-        raise MissingInputError(f"classes file {path!r} is not a file; write one class name "
+        problem = "is not a file" if os.path.exists(path) else "does not exist"
+        raise MissingInputError(f"classes_path {path!r} {problem}; write one class name "
                                 "per line, in label order")
     try:
         with open(path, encoding="utf-8") as f:
@@ -94,9 +96,6 @@ def read_class_names(path):
 def load_class_names(cfg):
     """Class names from ``cfg.classes_path``; must match num_classes."""
     path = cfg.classes_path
-    if not os.path.exists(path):
-        raise MissingInputError(f"classes_path {path!r} does not exist; write one class name "
-                                "per line, in label order")
     names = read_class_names(path)
     if len(names) != cfg.num_classes:
         raise ConfigError(f"{path} lists {len(names)} classes but num_classes="

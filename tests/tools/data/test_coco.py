@@ -55,6 +55,8 @@ def test_class_names_file_errors_are_clear(tmp_path):
     cfg = load_config(4, [f"classes_path={tmp_path}"])
     with pytest.raises(MissingInputError, match="is not a file"):
         load_class_names(cfg)
+    with pytest.raises(MissingInputError, match="does not exist"):
+        load_class_names(load_config(4, [f"classes_path={tmp_path / 'none.txt'}"]))
     latin = tmp_path / "classes.txt"
     latin.write_bytes("caf\xe9\nthe\nrest\n".encode("latin1"))
     with pytest.raises(ConfigError, match="not UTF-8"):
