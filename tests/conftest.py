@@ -8,6 +8,10 @@ if ROOT not in sys.path:
 
 import pytest  # noqa: E402
 
+# As in every script: tools/ sets the AMD MKL fast path before anything imports Paddle, so
+# the reference-output tests run with the kernels users get (README, "AMD CPUs").
+import tools  # noqa: E402, F401
+
 
 @pytest.fixture(scope="session")
 def exported2(tmp_path_factory):

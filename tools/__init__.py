@@ -1,7 +1,9 @@
 """Everything around the network: one sub-package per stage, each importing only the ones
 above it in this list (config/ and model/ sit between runtime.py and data/).
 
-    errors.py, runtime.py  the one UserError base; CPU threads and other process settings
+    runtime.py    process settings: the AMD MKL fast path, CPU threads, quiet imports
+    errors.py     the one UserError base and the entry_point wrapper
+    files.py      atomic writes, writability checks
     data/         COCO-style sets, image reading and preprocessing, training set, transforms,
                   targets, synthetic shapes
     weights/      safe weight-file readers, published name maps, conversion, loading,
@@ -13,11 +15,14 @@ above it in this list (config/ and model/ sit between runtime.py and data/).
     deploy/       export to Paddle Inference and ONNX; timing the backends (benchmark)
     dev/          scripts for developers: regenerate the reference goldens
 
-The files directly in tools/ besides errors.py and runtime.py are thin scripts
+The files directly in tools/ besides runtime.py, errors.py and files.py are thin scripts
 (export_model.py, benchmark.py, benchmark_pipeline.py, make_synthetic_coco.py); no module
 imports a script or tests/.
 """
 
-from .runtime import quiet_paddle_import
+from .runtime import amd_mkl_fast_path, quiet_paddle_import
 
+# Every script imports tools (config/ imports tools.errors first) before anything imports
+# Paddle, so this is the one place that runs early enough for MKL to see the variable.
+amd_mkl_fast_path()
 quiet_paddle_import()

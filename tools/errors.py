@@ -10,6 +10,8 @@ file, a config value); some also derive from the built-in type code elsewhere ex
 import functools
 import sys
 
+from . import runtime
+
 
 class UserError(Exception):
     """Bad input from the user: a file, a folder, a setting. The message says what to do."""
@@ -25,10 +27,13 @@ class MissingInputError(UserError, FileNotFoundError):
 
 def entry_point(main):
     """Decorate a script's ``main(argv=None) -> int``: a UserError becomes its message on
-    stderr and the return value 1; other exceptions propagate with their traceback."""
+    stderr and the return value 1; other exceptions propagate with their traceback. The
+    process-wide settings made at start-up (tools.runtime.startup_notes) are printed first."""
 
     @functools.wraps(main)
     def run(*args, **kwargs):
+        for note in runtime.startup_notes:
+            print(f"note: {note}")
         try:
             return main(*args, **kwargs)
         except UserError as err:

@@ -5,9 +5,9 @@ import os
 
 import pytest
 
+from tools import files
 from tools.errors import UserError
-from tools.files import (TMP_PREFIX, OutputError, atomic_write, check_writable,
-                         remove_stale_temporaries, write_bytes, write_text)
+from tools.files import OutputError, atomic_write, check_writable, write_bytes, write_text
 
 
 def test_atomic_write_replaces_the_file_whole(tmp_path):
@@ -67,11 +67,11 @@ def test_check_writable_refuses_a_path_under_a_file(tmp_path):
 
 
 def test_stale_temporaries_are_removed_and_nothing_else(tmp_path):
-    (tmp_path / f"{TMP_PREFIX}abc.pdparams").write_bytes(b"x" * 10)
+    (tmp_path / f"{files.TMP_PREFIX}abc.pdparams").write_bytes(b"x" * 10)
     (tmp_path / "iter_0000010.pdparams").write_bytes(b"keep")
-    (tmp_path / f"{TMP_PREFIX}dir").mkdir()
+    (tmp_path / f"{files.TMP_PREFIX}dir").mkdir()
     logged = []
-    assert remove_stale_temporaries(str(tmp_path), logged.append) == 10
-    assert sorted(os.listdir(tmp_path)) == [f"{TMP_PREFIX}dir", "iter_0000010.pdparams"]
+    assert files.remove_stale_temporaries(str(tmp_path), logged.append) == 10
+    assert sorted(os.listdir(tmp_path)) == [f"{files.TMP_PREFIX}dir", "iter_0000010.pdparams"]
     assert len(logged) == 1 and "interrupted write" in logged[0]
-    assert remove_stale_temporaries(str(tmp_path / "missing")) == 0
+    assert files.remove_stale_temporaries(str(tmp_path / "missing")) == 0
