@@ -43,7 +43,6 @@ Usage (from the repo root):
 """
 
 import argparse
-import copy
 import importlib.abc
 import importlib.machinery
 import os
@@ -63,6 +62,7 @@ if REPO not in sys.path:  # run as a script: make tools.weights importable
 # to happen before tools/ is imported, which is where the fast path is set.
 os.environ.setdefault("SOLOV2_AMD_FAST_PATH", "0")
 
+from tools.dev.ppdet_arch import ENHANCE, LIGHT_512, build_ppdet  # noqa: E402
 from tools.errors import MissingInputError, entry_point  # noqa: E402
 from tools.weights import standin  # noqa: E402
 
@@ -82,32 +82,6 @@ SOLO = {  # golden -> (config in the SOLO checkout, stand-in key list)
                       "solo_solov2_light_448_r50_fpn_8gpu_3x.keys"),
 }
 
-# PaddleDetection 2.6 architecture settings, as in configs/solov2/_base_/solov2_r50_fpn.yml
-# and the files named above (training-only fields left out: they do not change inference).
-PPDET_BASE = {
-    "architecture": "SOLOv2",
-    "SOLOv2": {"backbone": "ResNet", "neck": "FPN", "solov2_head": "SOLOv2Head",
-               "mask_head": "SOLOv2MaskHead"},
-    "ResNet": {"depth": 50, "freeze_at": 0, "return_idx": [0, 1, 2, 3], "num_stages": 4},
-    "FPN": {"out_channel": 256},
-    "SOLOv2Head": {"seg_feat_channels": 512, "stacked_convs": 4,
-                   "num_grids": [40, 36, 24, 16, 12], "kernel_out_channels": 256},
-    "SOLOv2MaskHead": {"mid_channels": 128, "out_channels": 256, "start_level": 0,
-                       "end_level": 3},
-}
-ENHANCE = {  # solov2_r50_enhance_coco.yml
-    "ResNet": {"variant": "d", "freeze_norm": False, "norm_type": "sync_bn",
-               "dcn_v2_stages": [1, 2, 3]},
-    "SOLOv2Head": {"seg_feat_channels": 256, "stacked_convs": 3, "kernel_out_channels": 128,
-                   "dcn_v2_stages": [2], "drop_block": True},
-    "SOLOv2MaskHead": {"out_channels": 128, "use_dcn_in_tower": True},
-}
-LIGHT_512 = {  # config 2 (config/solov2_light_r50_vd_fpn_dcn_512_3x.py) in ppdet 2.6 terms
-    "ResNet": {"variant": "d", "dcn_v2_stages": [1, 2, 3]},
-    "SOLOv2Head": {"seg_feat_channels": 256, "stacked_convs": 3, "kernel_out_channels": 128,
-                   "dcn_v2_stages": [2]},
-    "SOLOv2MaskHead": {"out_channels": 128},
-}
 PPDET = {  # golden -> (overrides of PPDET_BASE, stand-in key list or "static")
     "ppdet2_r50": ({}, "ppdet2_solov2_r50_fpn_3x_coco.keys"),
     "ppdet2_enhance": (ENHANCE, "ppdet2_solov2_r50_enhance_coco.keys"),
@@ -206,27 +180,6 @@ def solo_outputs(name, solo_root):
 
 
 # ------------------------------------------------------------- PaddleDetection 2.6
-def build_ppdet(overrides):
-    """ppdet's SOLOv2 created by its own workspace from PPDET_BASE merged with overrides."""
-    from ppdet.core import workspace
-
-    registry = workspace.global_config
-    touched = set(PPDET_BASE) | set(overrides)
-    # merge_config writes into the registered class entries; keep their items to restore.
-    pristine = {k: dict(registry[k]) for k in touched if isinstance(registry.get(k), dict)}
-    try:
-        workspace.merge_config(copy.deepcopy(PPDET_BASE))
-        workspace.merge_config(copy.deepcopy(overrides))
-        return workspace.create("SOLOv2")
-    finally:  # leave the registry as imported, so that cases do not leak into each other
-        for key in touched:
-            if key in pristine:
-                registry[key].clear()
-                registry[key].update(pristine[key])
-            else:
-                registry.pop(key, None)
-
-
 def ppdet2_name(ours):
     """PaddleDetection 2.6 name of one tensor of OUR model (config 2 layout).
 
