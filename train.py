@@ -11,12 +11,15 @@ checkpoints/iter_*.pdparams, best_model.pdparams (best periodic mask AP),
 model_final.pdparams and classes.txt; the two model files load in demo.py and eval.py.
 """
 
+import os
 import sys
 
 from config import config_parser, config_table, load_config
 from tools.errors import UserError, entry_point
+from tools.files import check_writable
 from tools.runtime import use_all_cpu_cores
 from tools.training.build import build_run, distributed_info
+from tools.training.checkpoints import checkpoint_dir
 from tools.training.trainer import NonFiniteLoss
 
 
@@ -45,6 +48,9 @@ def main(argv=None):
     if not paddle.is_compiled_with_cuda():
         use_all_cpu_cores(processes=world)
     log(config_table(cfg))
+    # Before hours of training whose checkpoints could not be saved (build_run's folder).
+    check_writable(checkpoint_dir(os.path.join(cfg.train_cfg.output_dir, cfg.name)),
+                   "training output folder")
     run = build_run(cfg, rank, world, seed=args.seed, resume=args.resume, amp=args.amp,
                     log=log)
     try:

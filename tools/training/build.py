@@ -23,6 +23,7 @@ from ..errors import ConfigError
 from .checkpoints import start_iteration
 from .optim import ModelEMA, build_optimizer, freeze_backbone, scaled_lr
 from .trainer import Trainer
+from .workers import ExitWithParent
 
 
 def build_train_set(cfg, seed=0):
@@ -45,10 +46,12 @@ def build_train_loader(cfg, dataset, num_workers=None):
                           "train_cfg.batch_size")
     workers = cfg.train_cfg.num_workers if num_workers is None else num_workers
     collate = TargetCollator(cfg.num_grids, cfg.scale_ranges, cfg.sigma)
-    # Persistent workers: a small dataset would otherwise restart them every epoch.
+    # Persistent workers: a small dataset would otherwise restart them every epoch. Each
+    # worker ends when this process dies, even by SIGKILL (tools/training/workers.py).
     loader = paddle.io.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
                                   num_workers=workers, return_list=True,
-                                  persistent_workers=workers > 0)
+                                  persistent_workers=workers > 0,
+                                  worker_init_fn=ExitWithParent() if workers > 0 else None)
     return loader, sampler
 
 

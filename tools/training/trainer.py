@@ -14,8 +14,9 @@ import time
 import numpy as np
 import paddle
 
+from ..files import OutputError, describe_os_error
 from ..weights.files import save_pdparams
-from .checkpoints import checkpoint_dir, save_checkpoint
+from .checkpoints import checkpoint_dir, checkpoint_path, remove_interrupted_writes, save_checkpoint
 from .optim import lr_at, set_train_mode
 
 
@@ -26,15 +27,20 @@ class NonFiniteLoss(RuntimeError):
 
 class TrainLog:
     """Prints to the console and appends the same lines to OUTPUT/train.log; adds VisualDL
-    scalars when visualdl is installed. Silent on ranks other than 0."""
+    scalars when visualdl is installed. Silent on ranks other than 0. A full disk or an
+    unwritable folder is an OutputError naming train.log."""
 
     def __init__(self, output_dir, enabled=True):
         self.enabled = enabled
         self.file = self.writer = None
         if not enabled:
             return
-        os.makedirs(output_dir, exist_ok=True)
-        self.file = open(os.path.join(output_dir, "train.log"), "a", encoding="utf-8")
+        self.path = os.path.join(output_dir, "train.log")
+        try:
+            os.makedirs(output_dir, exist_ok=True)
+            self.file = open(self.path, "a", encoding="utf-8")
+        except OSError as err:
+            raise OutputError(describe_os_error(err, self.path)) from None
         try:
             from visualdl import LogWriter
         except ImportError:
@@ -46,8 +52,11 @@ class TrainLog:
         if not self.enabled:
             return
         print(message, file=file or sys.stdout, flush=True)
-        self.file.write(message + "\n")
-        self.file.flush()
+        try:
+            self.file.write(message + "\n")
+            self.file.flush()
+        except OSError as err:
+            raise OutputError(describe_os_error(err, self.path)) from None
 
     def scalars(self, step, values):
         if self.writer is not None:
@@ -56,7 +65,9 @@ class TrainLog:
 
     def close(self):
         if self.file:
-            self.file.close()
+            # Lines are flushed as they are written; what a full disk refused was reported.
+            with contextlib.suppress(OSError):
+                self.file.close()
         if self.writer:
             self.writer.close()
 
@@ -142,7 +153,8 @@ class Trainer:
         self.meta = dict(meta or {})
         self.scaler = paddle.amp.GradScaler(init_loss_scaling=2.0 ** 15) if amp else None
         self.best_ap = -math.inf  # the first evaluation always gives a best model
-        self.last_checkpoint = None
+        self.last_checkpoint = None  # the newest complete checkpoint of this run
+        self.resumed_from = None     # never pruned while this run lasts
 
     def step(self, images, targets, lr):
         """One optimisation step; returns the losses as floats."""
@@ -165,12 +177,18 @@ class Trainer:
         return values
 
     def save(self, iteration):
-        if self.main:
+        if not self.main:
+            return
+        try:
             self.last_checkpoint = save_checkpoint(
                 checkpoint_dir(self.output_dir), iteration, self.model, self.optimizer,
                 self.ema, keep=self.train_cfg.keep_checkpoints,
-                meta=dict(self.meta, base_lr=self.base_lr, best_ap=self.best_ap))
-            self.log(f"checkpoint: {self.last_checkpoint}")
+                meta=dict(self.meta, base_lr=self.base_lr, best_ap=self.best_ap),
+                protect=[self.resumed_from] if self.resumed_from else [])
+        except OutputError as err:
+            kept = self.last_checkpoint or "none was written yet"
+            raise OutputError(f"{err}; last complete checkpoint: {kept}") from None
+        self.log(f"checkpoint: {self.last_checkpoint}")
 
     def run_evaluation(self, iteration):
         with ema_weights(self.model, self.ema):
@@ -207,9 +225,21 @@ class Trainer:
         of the run so far (when resuming). Returns the final model path."""
         self.best_ap = best_ap
         try:
+            if self.main:
+                self.start_outputs(start_iter)
             return self._train(loader, sampler, start_iter)
         finally:
             self.log.close()
+
+    def start_outputs(self, start_iter):
+        """Clear what a killed run left half-written, and note the checkpoint this run
+        resumed from (it has just loaded; pruning keeps it). Runs on rank 0 after every
+        process has built its run (paddle.DataParallel synchronises them), so that no
+        other process is still writing a temporary here."""
+        remove_interrupted_writes(self.output_dir, self.log)
+        resumed = checkpoint_path(checkpoint_dir(self.output_dir), start_iter)
+        if start_iter > 0 and os.path.exists(resumed):
+            self.resumed_from = self.last_checkpoint = resumed
 
     def _train(self, loader, sampler, start_iter):
         train = self.train_cfg

@@ -14,11 +14,11 @@ import os
 import pickle
 import struct
 import tarfile
-import tempfile
 
 import numpy as np
 
 from ..errors import UserError
+from ..files import atomic_write
 
 # Our converted files carry a small dict of strings under this key (which preprocessing
 # the weights expect, where they came from). paddle.load reads the file like any other.
@@ -262,22 +262,12 @@ def load_any(path):
 def save_pdparams(arrays, path, meta=None):
     """Write {name: ndarray} (+ meta) as a .pdparams that paddle.load also reads.
 
-    The file is written beside its destination and renamed into place, so an interrupted
-    write never leaves a half-written file under the final name.
+    Written through tools.files.atomic_write: an interrupted write never leaves a
+    half-written file under the final name, and a full disk or an unwritable folder is an
+    OutputError naming ``path``, with the previous file at ``path`` untouched.
     """
     obj = {name: np.ascontiguousarray(value) for name, value in arrays.items()}
     if meta:
         obj[META_KEY] = {str(k): str(v) for k, v in meta.items()}
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pdparams", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(obj, f, protocol=4)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(path, "wb") as f:
+        pickle.dump(obj, f, protocol=4)

@@ -1,3 +1,4 @@
+import errno
 import math
 import os
 
@@ -6,8 +7,9 @@ import paddle
 import pytest
 
 from config import load_config
+from tools.files import OutputError
 from tools.training.checkpoints import list_checkpoints, load_latest
-from tools.training.trainer import NonFiniteLoss, Trainer, loss_curve
+from tools.training.trainer import NonFiniteLoss, Trainer, TrainLog, loss_curve
 
 
 class Fake(paddle.nn.Layer):
@@ -41,10 +43,10 @@ def batch(scale):
             "ins_index": [], "ins_masks": [], "num_pos": paddle.to_tensor([1])}
 
 
-def trainer(tmp_path, max_iters=4):
+def trainer(tmp_path, max_iters=4, extra=()):
     cfg = load_config(1, [f"train_cfg.max_iters={max_iters}", "train_cfg.save_iter=2",
                           "train_cfg.log_iter=1", "train_cfg.warmup_iters=0",
-                          "train_cfg.eval_iter=0"])
+                          "train_cfg.eval_iter=0", *extra])
     model = Fake()
     optimizer = paddle.optimizer.Momentum(0.1, parameters=model.parameters())
     return Trainer(cfg, model, model, fake_criterion, optimizer, None, 0.1, str(tmp_path),
@@ -90,3 +92,70 @@ def test_loss_scaler_path_matches_plain_steps(tmp_path):
     scaled.train([batch(1.0)] * 3, Sampler())
     np.testing.assert_allclose(scaled_model.w.numpy(), plain_model.w.numpy(), rtol=1e-5)
     assert not np.allclose(plain_model.w.numpy(), 1.0)
+
+
+def test_start_clears_temporaries_and_a_resumed_run_keeps_its_checkpoint(tmp_path):
+    first, _ = trainer(tmp_path, max_iters=2)
+    first.train([batch(1.0)], Sampler())
+    # What a SIGKILL in the middle of writing a checkpoint and a model file leaves.
+    (tmp_path / "checkpoints" / ".tmp-a1.pdparams").write_bytes(b"\0" * 2_000_000)
+    (tmp_path / ".tmp-b2.pdparams").write_bytes(b"\0" * 1000)
+    resumed, _ = trainer(tmp_path, max_iters=6, extra=["train_cfg.keep_checkpoints=1"])
+    resumed.train([batch(1.0)], Sampler(), start_iter=2)
+    names = os.listdir(tmp_path / "checkpoints") + os.listdir(tmp_path)
+    assert not [n for n in names if n.startswith(".tmp-")]
+    log = (tmp_path / "train.log").read_text()
+    assert ".tmp-a1.pdparams, left by an interrupted write" in log
+    assert "removed 2 temporary file(s) of interrupted writes, 2.0 MB" in log
+    # keep_checkpoints=1, yet iteration 2 (where this run started) is never pruned.
+    assert [i for i, _ in list_checkpoints(str(tmp_path / "checkpoints"))] == [2, 6]
+
+
+def disk_full_at_write(monkeypatch, folder, n):
+    """From the ``n``-th file written into ``folder`` on, os.fsync fails as on a full disk
+    (files are written to a random temporary name, so they are counted, not named)."""
+    real, calls = os.fsync, []
+
+    def fsync(fd):
+        if os.path.dirname(os.readlink(f"/proc/self/fd/{fd}")) == os.path.realpath(folder):
+            calls.append(fd)
+            if len(calls) >= n:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="names open files via /proc")
+def test_disk_full_at_a_checkpoint_is_one_message_and_the_last_one_stays(tmp_path, monkeypatch):
+    run, _ = trainer(tmp_path, max_iters=6, extra=["train_cfg.keep_checkpoints=1"])
+    disk_full_at_write(monkeypatch, tmp_path / "checkpoints", 2)
+    with pytest.raises(OutputError) as caught:
+        run.train([batch(1.0)], Sampler())
+    message = str(caught.value)
+    assert "no space left on the device while writing" in message
+    assert "iter_0000004.pdparams" in message and "\n" not in message
+    assert message.endswith("last complete checkpoint: "
+                            f"{tmp_path / 'checkpoints' / 'iter_0000002.pdparams'}")
+    monkeypatch.undo()
+    assert os.listdir(tmp_path / "checkpoints") == ["iter_0000002.pdparams"]
+    iteration, arrays, _, _ = load_latest(str(tmp_path / "checkpoints"))
+    assert iteration == 2 and "model/w" in arrays
+
+
+def test_a_full_disk_under_the_log_is_an_output_error(tmp_path):
+    log = TrainLog(str(tmp_path))
+    log("first line")
+
+    class Full:
+        def write(self, text):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        flush = close = write
+
+    log.file.close()
+    log.file = Full()
+    with pytest.raises(OutputError, match="no space left on the device while writing "
+                                          ".*train.log"):
+        log("second line")
+    assert (tmp_path / "train.log").read_text() == "first line\n"
