@@ -127,7 +127,7 @@ def keep_best_candidates(cate_scores, count, score_thr):
 def postprocess_sweep(engine, predictor, outputs, crop_hw, ori_hw, cfg, counts, repeats):
     """Median ms of the post-processing alone of ``engine`` for each candidate count."""
     def run(cate_scores):
-        if engine == "dygraph":
+        if getattr(predictor, "postprocess", None) is not None:  # numpy, as dygraph runs it
             predictor.postprocess(dict(outputs, cate_scores=cate_scores), [crop_hw], [ori_hw])
         else:
             predictor.runners["postprocess"](dict(outputs, cate_scores=cate_scores,

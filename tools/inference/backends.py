@@ -13,7 +13,9 @@ the backends rely on (DEPLOY_FORMAT, DEPLOY_KEYS, POSTPROCESS_FIELDS) is defined
 
 An exported graph takes one image at a time (each image's masks come at its own original
 size), so a batch is run image by image; every image sees the batch's padded input, as in
-the dygraph model, so all engines give the same masks.
+the dygraph model, so all engines give the same masks. By default an exported backend runs
+only the network graph in its engine and the same numpy post-processing as the dygraph
+backend (MODES below): the graph with post-processing inside stays the deployable file.
 """
 
 import json
@@ -211,23 +213,41 @@ def shape_feeds(crop_hw, ori_hw):
                                      np.float32)}
 
 
+# How an ExportedPredictor runs an exported folder:
+#   'network'  the network graph in the engine, then the numpy post-processing the dygraph
+#              engine runs (model/postprocess.py): same detections, and the thresholds
+#              come from the config, not the export (the default where the folder has it);
+#   'graph'    the one graph with post-processing inside, as a user without this repo runs
+#              it (export folders made before the network graph was always written);
+#   'split'    the network graph, then the post-processing graph (times the graph's
+#              post-processing apart from the network, for tools/benchmark.py).
+MODES = ("network", "graph", "split")
+_MODE_PARTS = {"network": ("network",), "graph": ("model",), "split": ("network", "postprocess")}
+
+
 class ExportedPredictor:
-    """An exported SOLOv2 run by ``engine`` (a backend name): 'paddle-inference' or 'onnx'.
+    """An exported SOLOv2 run by ``engine`` (a backend name): 'paddle-inference' or 'onnx',
+    in one of MODES (see above). 'network' needs ``cfg`` for the post-processing."""
 
-    split=False runs the one graph with post-processing inside (stage 'model'); split=True
-    runs the network and post-processing graphs saved by ``export_model.py --split`` one
-    after the other and times them as 'forward' and 'postprocess'.
-    """
-
-    def __init__(self, model_dir, engine, threads=None, split=False, onednn="auto"):
+    def __init__(self, model_dir, engine, threads=None, mode="network", onednn="auto",
+                 cfg=None):
         self.info = read_deploy_info(model_dir)
-        self.engine, self.split = engine, split
-        parts = ("network", "postprocess") if split else ("model",)
-        missing = [p for p in parts if p not in self.info["parts"]]
+        if mode not in MODES:
+            raise BackendError(f"unknown mode {mode!r}; choose one of {MODES}")
+        self.engine, self.mode = engine, mode
+        missing = [p for p in _MODE_PARTS[mode] if p not in self.info["parts"]]
         if missing:
-            raise BackendError(f"{model_dir} has no {missing} graph; export with --split")
+            raise BackendError(f"{model_dir} has no {missing} graph; export again with "
+                               "tools/export_model.py" + (" --split" if mode == "split" else ""))
+        self.postprocess = None
+        if mode == "network":
+            if cfg is None:
+                raise ValueError("mode 'network' runs the config's post-processing: pass cfg")
+            from model.postprocess import build_postprocess
+
+            self.postprocess = build_postprocess(cfg)
         self.runners = {}
-        for part in parts:
+        for part in _MODE_PARTS[mode]:
             prefix = os.path.join(model_dir, part)
             if engine == "onnx":
                 self.runners[part] = OnnxRunner(prefix + ".onnx", threads)
@@ -243,14 +263,26 @@ class ExportedPredictor:
             if isinstance(runner, PaddleInferenceRunner):
                 notes.append(f"{part}: oneDNN {'on' if runner.onednn else 'off'}"
                              + (f" ({runner.fallback_reason})" if runner.fallback_reason else ""))
+        if self.mode == "network":
+            notes.append("network graph + numpy post-processing")
         return f"{self.engine}" + (f" [{'; '.join(notes)}]" if notes else "")
 
     def __call__(self, batch, crop_hws, ori_hws, times):
         results = []
         for i, (crop_hw, ori_hw) in enumerate(zip(crop_hws, ori_hws)):
-            feeds = dict(shape_feeds(crop_hw, ori_hw), image=batch[i:i + 1])
+            image = batch[i:i + 1]
             start = time.perf_counter()
-            if self.split:
+            if self.mode == "network":
+                cate_scores, kernels, mask_feat = self.runners["network"]({"image": image})
+                forward_done = time.perf_counter()
+                result = self.postprocess({"cate_scores": cate_scores, "kernels": kernels,
+                                           "mask_feat": mask_feat}, [crop_hw], [ori_hw])[0]
+                times.add("forward", forward_done - start)
+                times.add("postprocess", time.perf_counter() - forward_done)
+                results.append(result)
+                continue
+            feeds = dict(shape_feeds(crop_hw, ori_hw), image=image)
+            if self.mode == "split":
                 cate_scores, kernels, mask_feat = self.runners["network"](feeds)
                 forward_done = time.perf_counter()
                 outputs = self.runners["postprocess"](dict(
@@ -277,13 +309,15 @@ def add_engine_arguments(parser):
     return parser
 
 
-def load_backend(engine, cfg, model_path=None, model_dir=None, threads=None, split=False):
+def load_backend(engine, cfg, model_path=None, model_dir=None, threads=None, mode=None):
     """(predictor, preprocessing style) for backend ``engine``; the one call demo.py,
     eval.py, test_dev.py and tools/benchmark.py make.
 
     dygraph reads ``model_path`` (default cfg.test_cfg.model_path); the exported backends
     read ``model_dir`` (default inference_model/<config name>) and take the preprocessing
-    style recorded there at export. Raises BackendError, or the weight loader's errors.
+    style recorded there at export. ``mode`` (exported backends; see MODES) defaults to
+    'network' where the folder has the network graph, else 'graph'. Raises BackendError, or
+    the weight loader's errors.
     """
     if engine == "dygraph":
         return load_dygraph(cfg, model_path or cfg.test_cfg.model_path)
@@ -294,13 +328,16 @@ def load_backend(engine, cfg, model_path=None, model_dir=None, threads=None, spl
     if info["config"] != cfg.name:
         raise BackendError(f"{model_dir} holds {info['config']}, not {cfg.name}; pass the "
                            "matching --config")
-    # The post-processing thresholds are part of the exported graph: a different value on
-    # the command line would be silently ignored, so it is an error instead.
-    wanted, exported = postprocess_settings(cfg), info.get("postprocess", {})
-    differ = [f"test_cfg.{k}={wanted[k]!r} (exported with {exported.get(k)!r})"
-              for k in wanted if exported.get(k) != wanted[k]]
-    if differ:
-        raise BackendError(f"{model_dir} was exported with other post-processing settings: "
-                           f"{', '.join(differ)}; export again with the same key=value "
-                           "overrides")
-    return ExportedPredictor(model_dir, engine, threads, split), info["preprocess"]
+    if mode is None:
+        mode = "network" if "network" in info["parts"] else "graph"
+    if mode != "network":
+        # The post-processing thresholds are part of the exported graph: a different value
+        # on the command line would be silently ignored, so it is an error instead.
+        wanted, exported = postprocess_settings(cfg), info.get("postprocess", {})
+        differ = [f"test_cfg.{k}={wanted[k]!r} (exported with {exported.get(k)!r})"
+                  for k in wanted if exported.get(k) != wanted[k]]
+        if differ:
+            raise BackendError(f"{model_dir} was exported with other post-processing "
+                               f"settings: {', '.join(differ)}; export again with the same "
+                               "key=value overrides")
+    return ExportedPredictor(model_dir, engine, threads, mode, cfg=cfg), info["preprocess"]

@@ -8,22 +8,39 @@ import pytest
 
 from config import load_config
 from tests.fixtures.exported import PHOTOS, assert_same_detections, predict
-from tools.inference.backends import BackendError, OnnxRunner, load_backend
+from tools.inference.backends import MODES, BackendError, OnnxRunner, load_backend
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("paddle2onnx")
 
 
-@pytest.mark.parametrize("engine, split", [("paddle-inference", False), ("onnx", False),
-                                           ("paddle-inference", True), ("onnx", True)])
-def test_exported_engines_give_the_dygraph_masks(exported2, engine, split):
+@pytest.mark.parametrize("engine", ["paddle-inference", "onnx"])
+@pytest.mark.parametrize("mode", MODES)
+def test_exported_engines_give_the_dygraph_masks(exported2, engine, mode):
     cfg, weights, model_dir, _ = exported2
     reference = predict("dygraph", cfg, weights, model_dir)
-    ours = predict(engine, cfg, weights, model_dir, split)
+    ours = predict(engine, cfg, weights, model_dir, mode)
     assert sum(len(r["labels"]) for r in reference) > 0  # the fixture weights detect
     for a, b, path in zip(ours, reference, PHOTOS):
         assert_same_detections(a, b)
         assert a["masks"].dtype == bool and a["labels"].dtype == np.int64
+
+
+def test_network_mode_is_the_default_and_takes_thresholds_from_the_config(exported2):
+    cfg, weights, model_dir, _ = exported2
+    predictor, _ = load_backend("onnx", cfg, model_dir=model_dir)
+    assert predictor.mode == "network" and "numpy post-processing" in predictor.description
+    # Another score threshold needs no new export in 'network' mode, and gives what the
+    # dygraph engine gives with it; the one-graph mode still refuses it.
+    strict = load_config(2, ["test_size=(128, 192)", "test_cfg.score_thr=0.3"])
+    reference = predict("dygraph", strict, weights, model_dir)
+    ours = predict("onnx", strict, weights, model_dir, "network")
+    assert sum(len(r["labels"]) for r in reference) < sum(
+        len(r["labels"]) for r in predict("dygraph", cfg, weights, model_dir))
+    for a, b in zip(ours, reference):
+        assert_same_detections(a, b)
+    with pytest.raises(BackendError, match="other post-processing settings"):
+        load_backend("onnx", strict, model_dir=model_dir, mode="graph")
 
 
 def test_missing_export_and_missing_onnx_say_what_to_do(tmp_path, exported2):
@@ -34,9 +51,12 @@ def test_missing_export_and_missing_onnx_say_what_to_do(tmp_path, exported2):
         OnnxRunner(str(tmp_path / "model.onnx"))
     with pytest.raises(BackendError, match="holds solov2_light_r50_vd_fpn_dcn_512_3x"):
         load_backend("onnx", load_config(0), model_dir=exported2[2])
-    with pytest.raises(BackendError, match=r"test_cfg.score_thr=0.3 \(exported with 0.1\)"):
-        load_backend("onnx", load_config(2, ["test_cfg.score_thr=0.3"]),
-                    model_dir=exported2[2])
+    # Only the modes that run the exported post-processing graph bake the thresholds in.
+    for mode in ("graph", "split"):
+        with pytest.raises(BackendError,
+                           match=r"test_cfg.score_thr=0.3 \(exported with 0.1\)"):
+            load_backend("onnx", load_config(2, ["test_cfg.score_thr=0.3"]),
+                         model_dir=exported2[2], mode=mode)
 
 
 def test_onnx_engine_reports_a_missing_onnxruntime(monkeypatch, tmp_path):
