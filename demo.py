@@ -9,7 +9,7 @@ import os
 import sys
 import time
 
-from config import config_parser, config_table, load_config
+from config import config_parser, config_table, load_config, positive_int, probability
 from tools.data.coco import load_class_names
 from tools.data.preprocess import list_images
 from tools.errors import MissingInputError, entry_point
@@ -22,9 +22,11 @@ def parse_args(argv=None):
     parser = config_parser(__doc__)
     parser.add_argument("--input", help="image file, folder or glob (default test_cfg.input)")
     parser.add_argument("--output", help="folder for drawn images (default test_cfg.output)")
-    parser.add_argument("--batch-size", type=int, help="images per forward pass")
-    parser.add_argument("--thresh", type=float, help="draw detections scoring at least this")
-    parser.add_argument("--workers", type=int, default=2, help="reader and writer threads each")
+    parser.add_argument("--batch-size", type=positive_int, help="images per forward pass")
+    parser.add_argument("--thresh", type=probability,
+                        help="draw detections scoring at least this (0..1)")
+    parser.add_argument("--workers", type=positive_int, default=2,
+                        help="reader and writer threads each")
     add_engine_arguments(parser)
     return parser.parse_intermixed_args(argv)
 

@@ -10,6 +10,7 @@ be computed again with --from-json without predicting.
 
 import sys
 
+from config import positive_int
 from tools.data.coco import CocoSet
 from tools.errors import entry_point
 from tools.evaluation.cli import (
@@ -17,7 +18,6 @@ from tools.evaluation.cli import (
     eval_parser,
     load_eval_config,
     load_set_and_model,
-    positive_int,
 )
 from tools.evaluation.predict import eval_saved, run_eval
 

@@ -14,7 +14,7 @@ model_final.pdparams and classes.txt; the two model files load in demo.py and ev
 import os
 import sys
 
-from config import config_parser, config_table, load_config
+from config import config_parser, config_table, load_config, nonnegative_int
 from tools.errors import UserError, entry_point
 from tools.files import check_writable
 from tools.runtime import use_all_cpu_cores
@@ -29,7 +29,7 @@ def parse_args(argv=None):
                         help="continue from the newest checkpoint in the output folder")
     parser.add_argument("--amp", action="store_true",
                         help="automatic mixed precision (needs a CUDA GPU)")
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--seed", type=nonnegative_int, default=0,
                         help="seed of the initial weights and the augmentation")
     return parser.parse_args(argv)
 

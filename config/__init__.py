@@ -2,16 +2,26 @@
 
 Every script takes ``--config=N`` (default 2) and any number of ``key=value`` words that
 override fields, e.g. ``python demo.py --config=0 test_cfg.draw_thresh=0.5 num_classes=3``.
-Values are cast to the type of the field they replace.
+Each value is parsed and checked by the field's rule in config/checks.py (type and range),
+and the whole config once more when it is resolved, so a bad value is one line naming the
+field, the value and what is allowed, before any data or weights are read. The argparse
+types the scripts' own options use (positive_int, probability, ...) come from there too.
 """
 
 import argparse
-import ast
 import difflib
 
 from tools.errors import ConfigError
 
 from .base import Published, Section, SOLOv2Config
+from .checks import (
+    FIELDS,
+    nonnegative_int,
+    parse_override,
+    positive_int,
+    positive_int_list,
+    probability,
+)
 from .solov2_light_448_r50_fpn_8gpu_3x import SOLOv2_Light_448_R50_FPN_8GPU_3x
 from .solov2_light_r50_vd_fpn_dcn_512_3x import SOLOv2_Light_R50_VD_FPN_DCN_512_3x
 from .solov2_r50_enhance_coco import SOLOv2_R50_Enhance_COCO
@@ -26,44 +36,9 @@ if len(CONFIGS) != len(_NUMBERED):
     raise ImportError(f"two configs share a number: {[c.number for c in _NUMBERED]}")
 DEFAULT_CONFIG = 2
 
-_TRUE = {"true", "yes", "on", "1"}
-_FALSE = {"false", "no", "off", "0"}
-
-
-def _cast(text, current, key=""):
-    """Parse ``text`` into the type of ``current`` (a ``*path`` field is always text)."""
-    if text.lower() in ("none", "null"):
-        return None
-    if key.endswith("path"):
-        return text
-    if isinstance(current, bool):
-        if text.lower() in _TRUE:
-            return True
-        if text.lower() in _FALSE:
-            return False
-        raise ValueError(f"expected true/false, got {text!r}")
-    if isinstance(current, str) or current is None:
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            return text
-        return text if isinstance(current, str) else value
-    value = ast.literal_eval(text)
-    if isinstance(current, (tuple, list)):
-        if not isinstance(value, (tuple, list)):
-            value = (value,)
-        return type(current)(value)
-    if isinstance(current, float):
-        return float(value)
-    if isinstance(current, int):
-        if isinstance(value, float) and not value.is_integer():
-            raise ValueError(f"expected an integer, got {text!r}")
-        return int(value)
-    return value
-
-
 def apply_overrides(cfg, words):
-    """Apply ``key=value`` words to ``cfg`` in place. Raises ConfigError on a bad word."""
+    """Apply ``key=value`` words to ``cfg`` in place. Raises ConfigError on a bad word: not
+    key=value, an unknown field, or a value its rule (config/checks.py) refuses."""
     known = dict(cfg.fields())
     for word in words:
         if "=" not in word:
@@ -74,10 +49,7 @@ def apply_overrides(cfg, words):
             close = difflib.get_close_matches(key, known, n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise ConfigError(f"unknown config field {key!r}{hint}")
-        try:
-            value = _cast(text.strip(), known[key], key)
-        except (ValueError, SyntaxError) as err:
-            raise ConfigError(f"cannot set {key}={text!r}: {err}") from None
+        value = parse_override(key, text.strip())
         owner, _, attr = key.rpartition(".")
         target = getattr(cfg, owner) if owner else cfg
         setattr(target, attr, value)
@@ -86,8 +58,9 @@ def apply_overrides(cfg, words):
 
 
 def load_config(number=DEFAULT_CONFIG, overrides=()):
-    """Config ``number`` with ``key=value`` overrides applied and derived fields filled
-    (see SOLOv2Config.resolve). Raises ConfigError for a bad number or word."""
+    """Config ``number`` with ``key=value`` overrides applied, derived fields filled and
+    every field checked (see SOLOv2Config.resolve). Raises ConfigError for a bad number,
+    word or value."""
     if number not in CONFIGS:
         choices = ", ".join(f"{n} = {c.name}" for n, c in CONFIGS.items())
         raise ConfigError(f"--config={number} does not exist; choose {choices}")
@@ -121,6 +94,6 @@ def config_table(cfg):
     return f"config: {cfg.name}\n" + tabulate(rows, headers=("field", "value"))
 
 
-__all__ = ["CONFIGS", "DEFAULT_CONFIG", "Published", "Section", "SOLOv2Config",
+__all__ = ["CONFIGS", "DEFAULT_CONFIG", "FIELDS", "Published", "Section", "SOLOv2Config",
            "add_config_arguments", "apply_overrides", "config_parser", "config_table",
-           "load_config"]
+           "load_config", "nonnegative_int", "positive_int", "positive_int_list", "probability"]

@@ -3,7 +3,8 @@
 A numbered config (``config/solov2_*.py``) subclasses :class:`SOLOv2Config` and changes only
 the fields that differ. Fields are plain attributes; the three per-stage groups (``train_cfg``,
 ``eval_cfg``, ``test_cfg``) are :class:`Section` objects so that ``test_cfg.model_path=...`` on
-the command line reads naturally.
+the command line reads naturally. What each field may hold (type, range, allowed words) is
+declared in config/checks.py and checked when a config is resolved.
 
 Numbers come from the reference configs:
   [SOLO]   WXinlong/SOLO configs/solov2/solov2_r50_fpn_8gpu_3x.py and
@@ -15,6 +16,8 @@ Numbers come from the reference configs:
 
 import copy
 from dataclasses import dataclass
+
+from .checks import check_config
 
 
 @dataclass(frozen=True)
@@ -221,11 +224,14 @@ class SOLOv2Config:
                 yield key, value
 
     def resolve(self):
-        """Fill what is derived from other fields once overrides are applied: a stage
-        without its own model_path uses the config's. Returns self."""
+        """Fill what is derived from other fields once overrides are applied (a stage
+        without its own model_path uses the config's), then check every field against its
+        rule in config/checks.py. Returns self; raises ConfigError for a value that does
+        not fit."""
         for section in (self.test_cfg, self.eval_cfg):
             if section.model_path is None:
                 section.model_path = self.model_path
+        check_config(self)
         return self
 
     def published_models(self):

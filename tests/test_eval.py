@@ -11,6 +11,7 @@ import importlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -164,3 +165,76 @@ def test_script_exits_nonzero_without_traceback(tmp_path):
     assert proc.returncode == 1
     assert "error: annotation file not found" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------- bad input (issue 12)
+def voc_files(overrides):
+    """(annotation data, image folder) of the module's set, read back from its overrides."""
+    fields = dict(word.split("=", 1) for word in overrides)
+    return read(fields["val_path"]), fields["val_pre_path"]
+
+
+def test_a_file_without_annotations_is_refused_before_predicting(voc, tmp_path):
+    # It used to be predicted and end with "mask AP -1.000", unexplained.
+    _, _, overrides = voc
+    data, _ = voc_files(overrides)
+    ann = tmp_path / "no_annotations.json"
+    ann.write_text(json.dumps(dict(data, annotations=[])))
+    results = tmp_path / "r.json"
+    for extra in (["--output", str(results)], ["--from-json", str(results)]):
+        status, out, err = run(["--config=2", *extra] + overrides + [f"val_path={ann}"])
+        assert status == 1 and "Traceback" not in err + out
+        assert f"error: {ann} holds no annotations to score" in err
+        assert "AP -1" not in out and not results.exists()
+
+
+def test_repeated_image_ids_are_refused_by_eval(voc, tmp_path):
+    # Two images sharing id 1: AP fell from 0.026 to 0.000 with nothing said.
+    _, _, overrides = voc
+    data, _ = voc_files(overrides)
+    images = [dict(image, id=1) if image["id"] == 2 else image for image in data["images"]]
+    ann = tmp_path / "repeated.json"
+    ann.write_text(json.dumps(dict(data, images=images)))
+    status, out, err = run(["--config=2", "--output", str(tmp_path / "r.json")] + overrides +
+                           [f"val_path={ann}"])
+    assert status == 1 and "Traceback" not in err + out
+    assert f"error: {ann}: 1 image ids appear more than once (1)" in err
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_an_image_too_elongated_to_resize_is_skipped_and_reported(voc, tmp_path):
+    import cv2
+    import numpy as np
+
+    _, _, overrides = voc
+    data, image_dir = voc_files(overrides)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    photo = next(image for image in data["images"] if image["id"] == 1)
+    shutil.copy(os.path.join(image_dir, photo["file_name"]), folder)
+    cv2.imwrite(str(folder / "strip.png"), np.full((10, 4000, 3), 90, np.uint8))
+    strip = {"id": 2, "file_name": "strip.png", "height": 10, "width": 4000}
+    ann = tmp_path / "strip.json"
+    ann.write_text(json.dumps(dict(data, images=[photo, strip], annotations=[
+        a for a in data["annotations"] if a["image_id"] == 1])))
+    path = tmp_path / "r.json"
+    status, out, err = run(["--config=2", "--output", str(path)] + overrides +
+                           [f"val_path={ann}", f"val_pre_path={folder}"])
+    assert status == 0, err
+    assert "skipped image id 2: " in err and "strip.png: 4000x10 pixels is too elongated" in err
+    assert "1 of 2 images could not be read" in out
+    info = read(str(path).replace(".json", ".info.json"))
+    assert info["image_ids"] == [1] and [s["image_id"] for s in info["skipped"]] == [2]
+
+
+def test_ap_minus_one_is_explained(voc, tmp_path):
+    # Image 3 of the set has no annotations: scored alone, COCOeval gives -1.
+    _, _, overrides = voc
+    results = tmp_path / "only3.json"
+    results.write_text("[]")
+    (tmp_path / "only3.info.json").write_text(json.dumps({"image_ids": [3]}))
+    status, out, err = run(["--config=2", "--from-json", str(results)] + overrides)
+    assert status == 0, err
+    assert "note: AP -1 means there was nothing to score: the 1 images evaluated hold no " \
+           "ground-truth instance" in out
+    assert "mask AP -1.000" in out and "no detections at all" not in out

@@ -32,7 +32,12 @@ import sys
 if __package__ in (None, ""):  # run as a script: make the repo importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from config import config_parser, load_config  # noqa: E402
+from config import (  # noqa: E402
+    config_parser,
+    load_config,
+    positive_int,
+    positive_int_list,
+)
 from tools.data.coco import load_class_names  # noqa: E402
 from tools.data.preprocess import list_images  # noqa: E402
 from tools.deploy.benchmark import (  # noqa: E402
@@ -54,7 +59,8 @@ def parse_args(argv=None):
     parser.add_argument("--engines", default=",".join(BACKENDS),
                         help=f"comma-separated, from {', '.join(BACKENDS)} (default all)")
     parser.add_argument("--input", default="images/test", help="image file, folder or glob")
-    parser.add_argument("--repeats", type=int, default=3, help="timed passes per engine")
+    parser.add_argument("--repeats", type=positive_int, default=3,
+                        help="timed passes per engine")
     parser.add_argument("--weights", help="weight file (default test_cfg.model_path)")
     parser.add_argument("--fixture-weights", action="store_true",
                         help="use the deterministic test weights (see above)")
@@ -62,9 +68,9 @@ def parse_args(argv=None):
                         "exported into --cache)")
     parser.add_argument("--cache", default=".benchmark_cache",
                         help="where fixture weights and the export are kept")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="threads of the exported engines (default: every core)")
-    parser.add_argument("--sweep", type=lambda t: [int(n) for n in t.split(",")],
+    parser.add_argument("--sweep", type=positive_int_list,
                         help="also time the post-processing alone with the best N "
                              "candidates of the first image, for each N in a comma list")
     parser.add_argument("--quick", action="store_true",

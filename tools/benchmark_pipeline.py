@@ -15,7 +15,7 @@ import time
 if __package__ in (None, ""):  # run as a script: make the repo importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from config import config_parser, load_config  # noqa: E402
+from config import config_parser, load_config, nonnegative_int, positive_int  # noqa: E402
 from tools.errors import entry_point  # noqa: E402
 from tools.training.build import build_train_loader, build_train_set  # noqa: E402
 
@@ -39,8 +39,9 @@ def measure(loader, sampler, batches, warmup=3):
 @entry_point
 def main(argv=None):
     parser = config_parser(__doc__)
-    parser.add_argument("--batches", type=int, default=50, help="timed batches")
-    parser.add_argument("--workers", type=int, help="loader workers (default train_cfg)")
+    parser.add_argument("--batches", type=positive_int, default=50, help="timed batches")
+    parser.add_argument("--workers", type=nonnegative_int,
+                        help="loader workers, 0 = in this process (default train_cfg)")
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     dataset = build_train_set(cfg)

@@ -11,6 +11,7 @@ import contextlib
 import io
 import json
 import os
+from collections import Counter
 
 from ..errors import ConfigError, MissingInputError, UserError
 
@@ -31,20 +32,60 @@ def read_json(path, error, what="file"):
         raise error(f"{path}: not valid json ({err})") from None
 
 
+def _refuse_repeated_ids(ann_file, entries, what, consequence):
+    """Raise AnnotationError naming the ids that more than one of ``entries`` carries."""
+    counts = Counter(e.get("id") for e in entries if isinstance(e, dict))
+    repeated = sorted((i for i, n in counts.items() if n > 1), key=str)
+    if repeated:
+        shown = ", ".join(str(i) for i in repeated[:5]) + (", ..." if len(repeated) > 5 else "")
+        raise AnnotationError(f"{ann_file}: {len(repeated)} {what} ids appear more than once "
+                              f"({shown}); {consequence}. Give every {what} its own id")
+
+
+def check_ids(ann_file, data):
+    """Refuse the ids pycocotools would silently mis-index (``data``: the parsed json).
+
+    pycocotools keeps images and annotations in dicts by id, so of several entries with one
+    id only the last survives: images sharing an id become one image holding the
+    annotations of all of them (the others are never predicted), and of annotations sharing
+    an id COCOeval scores the last one once for each and never sees the others. COCOeval
+    also uses 0 for "matched nothing", so an annotation with id 0 can never be matched: a
+    perfect detection of it counts as a false positive.
+    """
+    _refuse_repeated_ids(ann_file, data["images"], "image",
+                         "pycocotools would keep one image per id with the annotations of "
+                         "all, so training and evaluation would silently use wrong masks")
+    annotations = data.get("annotations") or []
+    _refuse_repeated_ids(ann_file, annotations, "annotation",
+                         "COCOeval would score one annotation of each id in place of the "
+                         "others, which changes AP silently")
+    if any(isinstance(a, dict) and a.get("id") == 0 for a in annotations):
+        raise AnnotationError(f"{ann_file}: an annotation has id 0, which COCOeval reads as "
+                              "'matched nothing', so no detection of it can count; number "
+                              "annotations from 1")
+
+
 class CocoSet:
     """Args:
         ann_file: COCO-style json (instances_*.json, or image_info_*.json without
             annotations).
         image_dir: folder the ``file_name`` entries are relative to.
+    Raises AnnotationError for a file that is missing, not COCO-style, or whose ids
+    pycocotools would mis-index (:func:`check_ids`).
     """
 
     def __init__(self, ann_file, image_dir):
         from pycocotools.coco import COCO
 
+        if not ann_file:
+            raise AnnotationError("no annotation file given (the config's path for this set "
+                                  "is None); set val_path, test_path or train_path")
         data = read_json(ann_file, AnnotationError, "annotation file")
-        if not isinstance(data, dict) or "images" not in data or "categories" not in data:
+        if not isinstance(data, dict) or not isinstance(data.get("images"), list) or \
+                not isinstance(data.get("categories"), list):
             raise AnnotationError(f"{ann_file}: a COCO-style file needs 'images' and "
                                   "'categories' lists")
+        check_ids(ann_file, data)
         self.coco = COCO()
         self.coco.dataset = data
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
@@ -70,6 +111,16 @@ class CocoSet:
 
     def annotations(self, image_id):
         return self.coco.imgToAnns.get(image_id, [])
+
+    def require_annotations(self):
+        """Raise if there is nothing to score: no annotation that COCOeval counts (crowd
+        regions are ignored), for which every AP would print as -1."""
+        if not any(not a.get("iscrowd", 0) for i in self.image_ids
+                   for a in self.annotations(i)):
+            raise AnnotationError(
+                f"{self.ann_file} holds no annotations to score (only crowd regions or none "
+                "at all), so every AP would be -1; evaluate with an instances file, or use "
+                "test_dev.py to predict an image-info file")
 
     def check_classes(self, num_classes):
         """Raise if the config's class count disagrees with the annotation file."""

@@ -23,13 +23,25 @@ import os
 import cv2
 import numpy as np
 
+from config.checks import PREPROCESS_STYLES as STYLES
+
 from ..errors import ConfigError, MissingInputError, UserError
 
-STYLES = ("mmcv", "ppdet_static", "ppdet2")
+# The thinnest an image may be once resized to the test or training size: 8 px, the stride
+# of the finest level SOLOv2 predicts on (``strides[0]`` in every config); a thinner image
+# is less than one cell of that level's feature map across, and below 1 px OpenCV cannot
+# resize it at all. The random training crop can make an image at most twice as
+# elongated (tools/data/transforms.py CROP_ASPECT), which keeps a crop above 4 px.
+MIN_RESIZED_SIDE = 8
 
 
 class ImageReadError(UserError):
-    """A file that is missing, empty or not a decodable image."""
+    """A file that is missing, empty or not a decodable image; readers skip it."""
+
+
+class ImageSizeError(ImageReadError):
+    """An image too elongated for the resize: its short side would shrink below
+    MIN_RESIZED_SIDE. Skipped like an unreadable file."""
 
 
 def read_image(path):
@@ -61,15 +73,33 @@ def resize_scale(h, w, short, max_size, style):
     return min(float(max_size) / max(h, w), float(short) / min(h, w))
 
 
-def preprocess(image, size, mean, std, style):
+def check_resizable(h, w, size, style, source="image"):
+    """Raise ImageSizeError when an h x w image resized to ``size`` (short side, long-side
+    cap) would be thinner than MIN_RESIZED_SIDE; ``source`` names it in the message."""
+    short, max_size = size
+    side = resize_scale(h, w, short, max_size, style) * min(h, w)
+    # Only the long-side cap makes an image thinner than the short side asked for, and that
+    # is what is refused; a short side below MIN_RESIZED_SIDE asked for directly (configs
+    # cannot, config/checks.py) is taken as given. The tolerance absorbs float rounding.
+    if not side >= min(MIN_RESIZED_SIDE, short) * (1 - 1e-9):
+        raise ImageSizeError(
+            f"{source}: {w}x{h} pixels is too elongated for the resize to {short} / "
+            f"{max_size}: its short side would become {side:.3g} px, and at least "
+            f"{MIN_RESIZED_SIDE} px are needed (long side at most "
+            f"{max_size / MIN_RESIZED_SIDE:g} times the short side)")
+
+
+def preprocess(image, size, mean, std, style, source="image"):
     """RGB uint8 [H, W, 3] -> (float32 [3, h, w] network input, crop (h, w), original (H, W)).
 
     size: (short side, long-side cap). mean/std: per-channel, on 0..255 pixels.
-    The result is not padded; see :func:`pad_batch`.
+    The result is not padded; see :func:`pad_batch`. Raises ImageSizeError (naming
+    ``source``) for an image too elongated to resize (see MIN_RESIZED_SIDE).
     """
     if style not in STYLES:
         raise ConfigError(f"unknown preprocessing style {style!r}; choose one of {STYLES}")
     h, w = image.shape[:2]
+    check_resizable(h, w, size, style, source)
     short, max_size = size
     scale = resize_scale(h, w, short, max_size, style)
     if style == "mmcv":
@@ -126,16 +156,27 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", "
 
 
 def list_images(spec):
-    """Files named by ``spec``: a file, a folder (its images, sorted) or a glob pattern."""
+    """Files named by ``spec``: a file, a folder (its images, sorted) or a glob pattern.
+    Raises MissingInputError when that names no file: a folder without images (the
+    extensions looked for are listed), a glob that matches no file, a path that does not
+    exist."""
     import glob
 
     if os.path.isdir(spec):
         names = sorted(os.listdir(spec))
-        return [os.path.join(spec, n) for n in names
-                if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith(".")]
+        found = [os.path.join(spec, n) for n in names
+                 if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith(".")]
+        if not found:
+            raise MissingInputError(
+                f"the folder {spec} holds no images (looked for {' '.join(IMAGE_EXTENSIONS)}, "
+                "in any case)")
+        return found
     if os.path.isfile(spec):
         return [spec]
+    if not any(c in spec for c in "*?["):
+        raise MissingInputError(f"{spec} does not exist; give an image file, a folder or a "
+                                "glob pattern")
     matches = sorted(p for p in glob.glob(spec) if os.path.isfile(p))
     if not matches:
-        raise MissingInputError(f"no images match {spec!r}")
+        raise MissingInputError(f"no images match {spec!r}: the pattern matches no file")
     return matches

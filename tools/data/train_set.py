@@ -6,9 +6,12 @@ as counts, never as a crash inside a loader worker:
   * polygons with fewer than 3 points or zero area, RLE whose size disagrees with the
     image, unknown category ids, boxes entirely outside the image: the annotation is dropped;
   * images with no usable annotation: skipped, as the references skip them in training;
-  * image files that are missing: skipped.
-An image that exists but cannot be decoded is only found when it is read; the worker then
-warns and returns another image instead.
+  * image files that are missing: skipped;
+  * images too elongated for the training resize (the short side would shrink below
+    tools.data.preprocess.MIN_RESIZED_SIDE at the smallest training size): skipped.
+An image that exists but cannot be decoded (or is not the size the annotation file says,
+and too elongated at its real size) is only found when it is read; the worker then warns
+and returns another image instead.
 """
 
 import os
@@ -20,7 +23,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from .coco import AnnotationError, CocoSet
-from .preprocess import ImageReadError, read_image
+from .preprocess import ImageReadError, ImageSizeError, check_resizable, read_image
 
 SKIP_REASONS = {
     "crowd": "crowd annotations (ignored for targets)",
@@ -31,6 +34,7 @@ SKIP_REASONS = {
     "unknown_category": "annotations with a category id not in 'categories'",
     "empty_image": "images without any usable annotation (skipped)",
     "missing_file": "images whose file is missing (skipped)",
+    "elongated": "images too elongated for the training resize (skipped)",
 }
 
 
@@ -83,13 +87,17 @@ class CocoTrainSet:
         transform: ``transform(image, masks, labels, rng) -> (chw, masks, labels)``
             (tools.data.transforms.TrainTransform), or None for the decoded sample.
         seed: base seed; each worker process derives its own random stream from it.
+        resize: (short sides, long-side cap, preprocessing style) of the training resize
+            (train_sizes, train_max_size): images it would squeeze thinner than
+            MIN_RESIZED_SIDE are skipped and counted. None: no such check.
     __getitem__(i) -> dict(image, masks [K, h, w] uint8, labels [K] int64, image_id)
     """
 
-    def __init__(self, ann_file, image_dir, transform=None, seed=0):
+    def __init__(self, ann_file, image_dir, transform=None, seed=0, resize=None):
         self.coco = CocoSet(ann_file, image_dir)
         self.transform = transform
         self.seed = seed
+        self.resize = resize
         self.skipped = Counter()
         self.records = []
         for image_id in self.coco.image_ids:
@@ -119,7 +127,22 @@ class CocoTrainSet:
         if not anns:
             self.skipped["empty_image"] += 1
             return None
+        if h > 0 and w > 0 and self._size_error(h, w, path) is not None:
+            self.skipped["elongated"] += 1
+            return None
         return {"image_id": image_id, "path": path, "height": h, "width": w, "anns": anns}
+
+    def _size_error(self, h, w, path):
+        """The ImageSizeError of an h x w image at the smallest training size (the
+        thinnest it gets), or None; always None without ``resize``."""
+        if self.resize is None:
+            return None
+        sizes, max_size, style = self.resize
+        try:
+            check_resizable(h, w, (min(sizes), max_size), style, source=path)
+        except ImageSizeError as err:
+            return err
+        return None
 
     @property
     def class_names(self):
@@ -157,6 +180,9 @@ class CocoTrainSet:
             print(f"warning: {record['path']} is {w}x{h} but the annotation file says "
                   f"{record['width']}x{record['height']}; polygons are drawn at the real size",
                   file=sys.stderr)
+            error = self._size_error(h, w, record["path"])
+            if error is not None:
+                raise error  # replaced by another image in __getitem__, with a warning
         masks, labels = [], []
         for ann in record["anns"]:
             seg = ann["segmentation"]

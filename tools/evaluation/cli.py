@@ -1,23 +1,13 @@
 """The command-line pieces eval.py and test_dev.py share: arguments, the config check,
 loading the set and the model, and where results go."""
 
-import argparse
 import os
 
-from config import config_parser, config_table, load_config
+from config import config_parser, config_table, load_config, positive_int
 
 from ..data.coco import CocoSet
-from ..errors import ConfigError
 from ..inference.backends import add_engine_arguments, default_model_dir, load_backend
 from ..weights.files import WeightFileError
-
-
-def positive_int(text):
-    """argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def eval_parser(description, output_metavar, output_help):
@@ -33,10 +23,8 @@ def eval_parser(description, output_metavar, output_help):
 
 def load_eval_config(args):
     """The config of ``args``, printed as a table; ConfigError for an unknown field or an
-    unusable value."""
+    unusable value (config/checks.py)."""
     cfg = load_config(args.config, args.overrides)
-    if cfg.eval_cfg.batch_size < 1:
-        raise ConfigError(f"eval_cfg.batch_size={cfg.eval_cfg.batch_size}; it must be >= 1")
     print(config_table(cfg))
     return cfg
 

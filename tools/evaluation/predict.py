@@ -98,7 +98,10 @@ def report(coco, records, image_ids, per_class=False, log=print):
     if per_class:
         log("\nper-class AP at IoU 0.50:0.95:")
         log(per_class_table(results, coco.class_names))
-    if not records:
+    if results["segm"]["stats"][0] == -1:
+        log(f"\nnote: AP -1 means there was nothing to score: the {len(image_ids)} images "
+            "evaluated hold no ground-truth instance (crowd regions do not count)")
+    elif not records:
         log("\nwarning: there are no detections at all, so every AP is 0")
     log(f"\nmask AP {results['segm']['stats'][0]:.3f}, box AP {results['bbox']['stats'][0]:.3f}"
         f" on {len(image_ids)} images of {coco.ann_file}")
@@ -117,6 +120,7 @@ def run_eval(predictor, style, cfg, coco, results_path, batch_size=1, workers=2,
     limit: only the first ``limit`` images (ascending id). meta: extra fields for the
     summary (weights, config).
     """
+    coco.require_annotations()  # before predicting: a file without any gives AP -1
     image_ids = coco.image_ids[:limit] if limit else coco.image_ids
     preds = predict_coco(predictor, style, cfg, coco, image_ids, batch_size, workers,
                          desc="eval")
@@ -147,6 +151,7 @@ def run_eval(predictor, style, cfg, coco, results_path, batch_size=1, workers=2,
 def eval_saved(coco, results_path, per_class=False, log=print):
     """Evaluate a results json again without predicting. The images evaluated are those
     recorded next to it by run_eval, else every image of the annotation file."""
+    coco.require_annotations()
     records = read_results(results_path)
     info = read_info(results_path)
     image_ids = info.get("image_ids")

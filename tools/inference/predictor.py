@@ -71,10 +71,11 @@ def load_item(index, path, size, mean, std, style, keep_image=False, times=None)
     start = time.perf_counter()
     try:
         image = read_image(path)
+        read_done = time.perf_counter()
+        # An image too elongated to resize is an ImageReadError too (ImageSizeError).
+        chw, crop_hw, ori_hw = preprocess(image, size, mean, std, style, source=path)
     except ImageReadError as err:
         return Item(index, path, error=str(err))
-    read_done = time.perf_counter()
-    chw, crop_hw, ori_hw = preprocess(image, size, mean, std, style)
     if times is not None:
         times.add("read", read_done - start)
         times.add("preprocess", time.perf_counter() - read_done)

@@ -29,8 +29,9 @@ from .workers import ExitWithParent
 def build_train_set(cfg, seed=0):
     """The training set with the config's augmentation, resized as the config's reference
     resized (its native preprocessing style unless the config names one)."""
-    return CocoTrainSet(cfg.train_path, cfg.train_pre_path,
-                        TrainTransform(cfg, preprocess_style(cfg)), seed=seed)
+    style = preprocess_style(cfg)
+    return CocoTrainSet(cfg.train_path, cfg.train_pre_path, TrainTransform(cfg, style),
+                        seed=seed, resize=(cfg.train_sizes, cfg.train_max_size, style))
 
 
 def build_train_loader(cfg, dataset, num_workers=None):

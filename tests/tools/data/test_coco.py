@@ -66,3 +66,51 @@ def test_class_names_file_errors_are_clear(tmp_path):
         load_class_names(load_config(4, [f"classes_path={latin}"]))
     latin.write_text("circle\n\nsquare\ntriangle\n")
     assert read_class_names(str(latin)) == ["circle", "square", "triangle"]
+
+
+def coco_file(tmp_path, image_ids, ann_ids, crowd=False, name="set.json"):
+    """One category; image ``image_ids[k]`` and annotation ``ann_ids[k]`` on it."""
+    return write(tmp_path / name, {
+        "images": [{"id": i, "file_name": f"{k}.jpg", "height": 20, "width": 20}
+                   for k, i in enumerate(image_ids)],
+        "categories": [{"id": 1, "name": "a"}],
+        "annotations": [{"id": a, "image_id": i, "category_id": 1, "iscrowd": int(crowd),
+                         "area": 16.0, "bbox": [2, 2, 4, 4],
+                         "segmentation": [[2, 2, 6, 2, 6, 6, 2, 6]]}
+                        for a, i in zip(ann_ids, image_ids)]})
+
+
+def test_repeated_image_ids_are_refused_by_name(tmp_path):
+    # pycocotools would keep one image per id and hang the annotations of both on it.
+    with pytest.raises(AnnotationError, match=r"1 image ids appear more than once \(3\)"):
+        CocoSet(coco_file(tmp_path, [1, 3, 3], [1, 2, 3]), ".")
+
+
+def test_repeated_annotation_ids_are_refused_with_a_count_and_the_first_few(tmp_path):
+    ann_ids = [k // 2 + 1 for k in range(14)]  # 1, 1, 2, 2, ..., 7, 7
+    with pytest.raises(AnnotationError) as caught:
+        CocoSet(coco_file(tmp_path, list(range(1, 15)), ann_ids), ".")
+    message = str(caught.value)
+    assert "7 annotation ids appear more than once (1, 2, 3, 4, 5, ...)" in message
+    assert "COCOeval" in message and "its own id" in message
+
+
+def test_annotation_id_zero_is_refused(tmp_path):
+    # COCOeval marks unmatched detections with gt id 0, so id 0 could never be matched.
+    with pytest.raises(AnnotationError, match="annotation has id 0"):
+        CocoSet(coco_file(tmp_path, [1, 2], [0, 1]), ".")
+    assert CocoSet(coco_file(tmp_path, [0, 2], [1, 2]), ".").image_ids == [0, 2]
+
+
+def test_a_set_without_annotations_to_score(tmp_path):
+    scored = CocoSet(coco_file(tmp_path, [1, 2], [1, 2]), ".")
+    scored.require_annotations()
+    for path in (coco_file(tmp_path, [1, 2], [1, 2], crowd=True, name="crowd.json"),
+                 coco_file(tmp_path, [1], [], name="none.json")):
+        with pytest.raises(AnnotationError, match=f"{path} holds no annotations to score"):
+            CocoSet(path, ".").require_annotations()
+
+
+def test_no_annotation_file_at_all():
+    with pytest.raises(AnnotationError, match="no annotation file given"):
+        CocoSet(None, ".")

@@ -4,7 +4,11 @@ import pytest
 
 from config import load_config
 from tools.data.preprocess import (
+    IMAGE_EXTENSIONS,
+    MIN_RESIZED_SIDE,
     ImageReadError,
+    ImageSizeError,
+    check_resizable,
     list_images,
     pad_batch,
     preprocess,
@@ -12,6 +16,7 @@ from tools.data.preprocess import (
     read_image,
     resize_scale,
 )
+from tools.errors import MissingInputError
 
 MEAN, STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
 
@@ -129,3 +134,41 @@ def test_preprocess_style_follows_the_weight_file_unless_set():
     assert preprocess_style(cfg, {}) == "mmcv"
     cfg.preprocess = "ppdet2"
     assert preprocess_style(cfg, {"preprocess": "mmcv"}) == "ppdet2"
+
+
+@pytest.mark.parametrize("style", ["mmcv", "ppdet_static", "ppdet2"])
+@pytest.mark.parametrize("shape", [(10, 20000), (20000, 10), (1, 5000)])
+def test_an_image_too_elongated_to_resize_is_an_image_read_error(style, shape):
+    # cv2.resize used to fail an assertion here (a side resized to 0 px), which ended a
+    # whole demo, eval or training run; now it is an ImageReadError, which they skip.
+    image = np.zeros(shape + (3,), np.uint8)
+    with pytest.raises(ImageSizeError, match="x.jpg: .* too elongated") as caught:
+        preprocess(image, (512, 852), MEAN, STD, style, source="x.jpg")
+    assert isinstance(caught.value, ImageReadError)
+    assert f"at least {MIN_RESIZED_SIDE} px" in str(caught.value)
+
+
+@pytest.mark.parametrize("style", ["mmcv", "ppdet_static", "ppdet2"])
+def test_the_elongation_limit_is_the_cap_over_the_minimum_side(style):
+    # At 512 / 852 the long side may be up to 852 / MIN_RESIZED_SIDE times the short one.
+    short_side = 10
+    longest = int(852 / MIN_RESIZED_SIDE * short_side)
+    chw, crop, _ = preprocess(np.zeros((short_side, longest, 3), np.uint8), (512, 852), MEAN,
+                              STD, style)
+    assert min(chw.shape[1:]) >= MIN_RESIZED_SIDE - 1 and min(crop) >= MIN_RESIZED_SIDE - 1
+    with pytest.raises(ImageSizeError):
+        check_resizable(short_side, longest + 5, (512, 852), style)
+    check_resizable(1, 1, (512, 852), style)  # tiny but square: scaled up, fine
+
+
+def test_empty_folders_and_globs_say_what_is_missing(tmp_path):
+    with pytest.raises(MissingInputError, match="holds no images") as caught:
+        list_images(str(tmp_path))
+    assert all(ext in str(caught.value) for ext in IMAGE_EXTENSIONS)
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(MissingInputError, match=f"the folder {tmp_path} holds no images"):
+        list_images(str(tmp_path))
+    with pytest.raises(MissingInputError, match="no images match .*: the pattern matches no"):
+        list_images(str(tmp_path / "*.jpg"))
+    with pytest.raises(MissingInputError, match="photo.jpg does not exist"):
+        list_images(str(tmp_path / "photo.jpg"))

@@ -76,3 +76,42 @@ def test_transform_receives_a_private_random_stream(voc):
     data[0]
     data[1]
     assert len(set(seen)) == 2 and isinstance(data[0]["masks"], np.ndarray)
+
+
+def add_strip(ann, image_dir, listed_hw, file_hw):
+    """Add image 99 (a 1-instance strip) to the json ``ann``: listed at ``listed_hw``, saved
+    at ``file_hw``."""
+    import cv2
+
+    with open(ann) as f:
+        data = json.load(f)
+    cv2.imwrite(f"{image_dir}/strip.png", np.full(file_hw + (3,), 200, np.uint8))
+    h, w = listed_hw
+    data["images"].append({"id": 99, "file_name": "strip.png", "height": h, "width": w})
+    data["annotations"].append({
+        "id": 9999, "image_id": 99, "category_id": data["categories"][0]["id"], "iscrowd": 0,
+        "area": 4.0 * (w - 4), "bbox": [2, 0, w - 4, 4],
+        "segmentation": [[2, 0, w - 2, 0, w - 2, 4, 2, 4]]})
+    with open(ann, "w") as f:
+        json.dump(data, f)
+
+
+def test_an_image_too_elongated_for_the_training_resize_is_skipped_and_counted(tmp_path):
+    ann, image_dir, _ = voc_dataset(str(tmp_path), copies=1)
+    add_strip(ann, image_dir, (10, 4000), (10, 4000))
+    resize = ((128,), 192, "mmcv")  # config 4: a long side at most 24 times the short one
+    data = CocoTrainSet(ann, image_dir, resize=resize)
+    assert len(data) == 1 and data.skipped == {"elongated": 1}
+    assert "1 images too elongated for the training resize (skipped)" in data.summary()
+    assert len(CocoTrainSet(ann, image_dir)) == 2  # without the training sizes: no check
+
+
+def test_a_file_more_elongated_than_listed_is_replaced_when_read(tmp_path, capsys):
+    ann, image_dir, _ = voc_dataset(str(tmp_path), copies=1)
+    add_strip(ann, image_dir, (40, 400), (10, 4000))
+    data = CocoTrainSet(ann, image_dir, seed=0, resize=((128,), 192, "mmcv"))
+    assert len(data) == 2 and not data.skipped  # the listed 40 x 400 is fine
+    strip = [k for k, r in enumerate(data.records) if r["image_id"] == 99][0]
+    sample = data[strip]
+    assert sample["image_id"] == 1  # the photo, instead of the strip
+    assert "strip.png: 4000x10 pixels is too elongated" in capsys.readouterr().err

@@ -54,3 +54,29 @@ def test_sync_batchnorm_only_for_trained_norms_on_several_gpus(monkeypatch):
     kinds = {type(layer).__name__ for layer in model.backbone.sublayers()}
     assert "SyncBatchNorm" in kinds and "BatchNorm2D" not in kinds
     assert lr == pytest.approx(0.01 * 4 / 16)   # 2 processes x batch 2
+
+
+def test_the_training_set_drops_images_too_elongated_for_the_config_sizes(tmp_path):
+    import json
+
+    import cv2
+
+    from tests.fixtures.coco_data import voc_dataset
+    from tools.training.build import build_train_set
+
+    ann, image_dir, data = voc_dataset(str(tmp_path), copies=1)
+    # 10 x 200 fits config 4's 128 / 192 resize (up to 192 / 8 = 24:1); 10 x 1000 does not.
+    for image_id, width in ((50, 200), (51, 1000)):
+        name = f"strip{width}.png"
+        cv2.imwrite(f"{image_dir}/{name}", np.full((10, width, 3), 200, np.uint8))
+        data["images"].append({"id": image_id, "file_name": name, "height": 10, "width": width})
+        data["annotations"].append({
+            "id": 100 + image_id, "image_id": image_id, "iscrowd": 0, "area": 40.0,
+            "category_id": data["categories"][0]["id"], "bbox": [2, 2, 20, 4],
+            "segmentation": [[2, 2, 22, 2, 22, 6, 2, 6]]})
+    with open(ann, "w") as f:
+        json.dump(data, f)
+    cfg = load_config(4, [f"train_path={ann}", f"train_pre_path={image_dir}"])
+    dataset = build_train_set(cfg)
+    assert [r["image_id"] for r in dataset.records] == [1, 50]
+    assert dataset.skipped["elongated"] == 1
