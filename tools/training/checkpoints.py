@@ -22,7 +22,7 @@ import sys
 
 from ..errors import UserError
 from ..files import remove_stale_temporaries
-from ..weights.files import WeightFileError, load_pdparams, save_pdparams
+from ..weights.files import WeightFileError, check_finite, load_pdparams, save_pdparams
 
 PATTERN = re.compile(r"^iter_(\d+)\.pdparams$")
 DAMAGED_SUFFIX = ".damaged"
@@ -132,6 +132,7 @@ def load_latest(folder, log=_warn):
     for iteration, path in reversed(list_checkpoints(folder)):
         try:
             arrays, meta = load_pdparams(path)
+            check_finite(arrays, path)  # NaN weights count as unreadable
         except WeightFileError as err:
             set_aside(path, log, str(err).replace(f"{path}: ", "", 1))
             continue

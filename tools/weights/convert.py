@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from ..errors import UserError
-from .files import WeightFileError, load_any, save_pdparams
+from .files import WeightFileError, check_finite, load_any, save_pdparams
 from .maps import (
     PPDET2_ALIASES,
     detect_source,
@@ -127,10 +127,12 @@ def source_kind(arrays, container):
     return detect_source(arrays)
 
 
-def convert_arrays(cfg, arrays, kind):
-    """(our arrays, meta) from source arrays of a known kind."""
+def convert_arrays(cfg, arrays, kind, source="the file"):
+    """(our arrays, meta) from source arrays of a known kind; ``source`` names the file in
+    the message for an unknown layout."""
     if kind not in SOURCES:
-        raise WeightFileError(f"unrecognised weight layout (first names: {sorted(arrays)[:5]})")
+        raise WeightFileError(f"{source}: unrecognised weight layout (first names: "
+                              f"{sorted(arrays)[:5]})")
     pairs_fn, ignored, aliases, preprocess = SOURCES[kind]
     shapes = model_shapes(cfg, backbone_only=kind == "ssld")
     out = convert_state(arrays, pairs_fn(cfg), shapes, ignored, aliases)
@@ -143,10 +145,11 @@ def convert_arrays(cfg, arrays, kind):
 def convert_file(cfg, src, dst):
     """Convert ``src`` (any supported format) for ``cfg`` and write ``dst`` atomically."""
     arrays, _, container = load_any(src)
+    check_finite(arrays, src)
     kind = source_kind(arrays, container)
     if kind == "ours":
         raise WeightFileError(f"{src} is already in this repo's layout; nothing to convert")
-    out, meta = convert_arrays(cfg, arrays, kind)
+    out, meta = convert_arrays(cfg, arrays, kind, src)
     meta["source"] = os.path.basename(os.path.normpath(src))
     save_pdparams(out, dst, meta)
     return kind, len(out)

@@ -3,13 +3,16 @@
 Weight files come from the internet. Python pickles can import and call anything, so:
   * PyTorch ``.pth`` files are read with ``torch.load(weights_only=True)``;
   * pickled ``.pdparams`` (PaddleDetection static era, Paddle 2.x ``paddle.save``, and ours)
-    go through :class:`SafeUnpickler`, which admits numpy arrays and plain containers only;
+    are read by tools/weights/safe_pickle.py, which interprets the opcodes itself and
+    builds only plain containers and arrays of plain numeric dtypes from exactly the bytes
+    the file holds; no object is ever given state chosen by the file;
   * Paddle's per-parameter tensor files (``fluid.io.save_params`` folders and their .tar)
     are parsed from their binary layout, no pickle involved.
-Every reader returns ``{name: numpy array}``.
+Every reader returns ``{name: numpy array}`` of bool, integer or float arrays.
+:func:`check_finite` is the separate check, made where weights go into a model or a
+converter, that none of them is NaN or infinite.
 """
 
-import io
 import os
 import pickle
 import struct
@@ -19,6 +22,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..files import atomic_write
+from . import safe_pickle
 
 # Our converted files carry a small dict of strings under this key (which preprocessing
 # the weights expect, where they came from). paddle.load reads the file like any other.
@@ -31,87 +35,80 @@ class WeightFileError(UserError):
     """A weight file is missing, truncated, of an unknown format, or unsafe."""
 
 
-def _latin1_encode(text, encoding="latin1"):
-    # Python 3 pickles bytes with protocol 2 as _codecs.encode(str, 'latin1'); allow exactly
-    # that and nothing else.
-    if encoding not in ("latin1", "latin-1"):
-        raise WeightFileError(f"pickle asks for codec {encoding!r}; refusing")
-    return text.encode("latin1")
-
-
-class SafeUnpickler(pickle.Unpickler):
-    """An unpickler that only rebuilds numpy arrays, dtypes, scalars and OrderedDicts.
-
-    Anything else a pickle asks to import (os.system, builtins.eval, ...) raises
-    WeightFileError before it is looked up. Pickles written by numpy 1.x refer to
-    ``numpy.core``; numpy 2 moved it to ``numpy._core``, so both are mapped.
-    """
-
-    _NUMPY = {
-        ("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer"),
-    }
-
-    def find_class(self, module, name):
-        if module in ("numpy", "numpy.core", "numpy._core") and name in ("ndarray", "dtype"):
-            return getattr(np, name)
-        for prefix in ("numpy.core.", "numpy._core."):
-            if module.startswith(prefix) and (module[len(prefix):], name) in self._NUMPY:
-                submodule = __import__("numpy._core." + module[len(prefix):],
-                                       fromlist=[name])
-                return getattr(submodule, name)
-        if (module, name) == ("collections", "OrderedDict"):
-            from collections import OrderedDict
-
-            return OrderedDict
-        if (module, name) == ("_codecs", "encode"):
-            return _latin1_encode
-        raise WeightFileError(
-            f"the file asks to import {module}.{name}, which a weight file never needs; "
-            "refusing to load it")
-
-
 def safe_unpickle(data):
-    """Unpickle bytes with SafeUnpickler; files from Python 2 are decoded as latin1."""
+    """The object pickled in ``data`` (bytes), read by tools/weights/safe_pickle.py;
+    raises WeightFileError for anything but plain containers and numeric arrays."""
     try:
-        return SafeUnpickler(io.BytesIO(data)).load()
-    except UnicodeDecodeError:
-        return SafeUnpickler(io.BytesIO(data), encoding="latin1").load()
+        return safe_pickle.loads(data)
+    except safe_pickle.PickleRefused as err:
+        raise WeightFileError(str(err)) from None
+
+
+# What a weight may hold: bool, signed and unsigned integers, floats (numpy dtype kinds).
+NUMERIC_KINDS = "biuf"
+
+
+def _check_numeric(name, value, path):
+    if value.dtype.kind not in NUMERIC_KINDS:
+        raise WeightFileError(f"{path}: tensor {name!r} has dtype {value.dtype}, not a "
+                              "number type; refusing it")
 
 
 def _arrays(obj, path):
-    """Check that a loaded mapping holds arrays and return {name: ndarray}."""
+    """Check that a loaded mapping holds numeric arrays and return {name: ndarray}."""
     if not isinstance(obj, dict):
         raise WeightFileError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
     arrays = {}
     for key, value in obj.items():
         if key in (META_KEY, PADDLE_NAME_TABLE):
             continue
-        if not isinstance(value, np.ndarray):
-            raise WeightFileError(f"{path}: entry {key!r} is a {type(value).__name__}, "
-                                  "not an array")
+        if not isinstance(key, str) or not isinstance(value, np.ndarray):
+            raise WeightFileError(f"{path}: entry {str(key)[:80]!r} is a "
+                                  f"{type(value).__name__}, not an array")
+        _check_numeric(key, value, path)
         arrays[key] = value
     return arrays
+
+
+def _meta(obj, path):
+    """Our files' meta: text keys and values (save_pdparams writes nothing else)."""
+    meta = obj.get(META_KEY, {})
+    if not (isinstance(meta, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in meta.items())):
+        raise WeightFileError(f"{path}: entry {META_KEY!r} is not a table of text")
+    return dict(meta)
 
 
 def _read_bytes(path):
     if not os.path.exists(path):
         raise WeightFileError(f"{path}: no such file")
-    with open(path, "rb") as f:
-        return f.read()
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as err:  # a folder, no permission, an I/O error
+        raise WeightFileError(f"{path}: cannot read it ({err.strerror or err})") from None
 
 
 def load_pdparams(path):
     """(arrays, meta) from a pickled .pdparams; meta is {} unless we wrote the file."""
-    data = _read_bytes(path)
     try:
-        obj = safe_unpickle(data)
-    except WeightFileError as err:
+        obj = safe_pickle.loads(_read_bytes(path))
+    except safe_pickle.PickleRefused as err:
         raise WeightFileError(f"{path}: {err}") from None
-    except Exception as err:  # truncated or not a pickle at all
-        raise WeightFileError(f"{path}: not a readable .pdparams pickle "
-                              f"({type(err).__name__}: {err}); is the file truncated?") from None
-    meta = obj.get(META_KEY, {}) if isinstance(obj, dict) else {}
-    return _arrays(obj, path), dict(meta)
+    return _arrays(obj, path), _meta(obj, path)  # _arrays checks obj is a dict
+
+
+def check_finite(arrays, path, shown=5):
+    """Raise WeightFileError if any float tensor holds NaN or infinity: such weights make
+    every score NaN, and a run would report zero instances instead of failing."""
+    bad = [name for name, value in arrays.items()
+           if value.dtype.kind == "f" and not np.isfinite(value).all()]
+    if bad:
+        names = ", ".join(bad[:shown]) + (f" and {len(bad) - shown} more"
+                                          if len(bad) > shown else "")
+        raise WeightFileError(f"{path}: {len(bad)} tensor(s) hold NaN or infinite values "
+                              f"({names}); the file is damaged or comes from a diverged run")
+    return arrays
 
 
 def load_torch(path, key="state_dict"):
@@ -140,11 +137,17 @@ def load_torch(path, key="state_dict"):
         raise WeightFileError(f"{path}: expected a state dict, found {type(obj).__name__}")
     arrays = {}
     for name, value in obj.items():
-        if not hasattr(value, "numpy"):
+        if not isinstance(value, torch.Tensor):
             raise WeightFileError(f"{path}: entry {name!r} is not a tensor")
+        try:
+            array = value.detach().cpu().numpy()
+        except (TypeError, RuntimeError) as err:  # bfloat16, quantized, sparse, ...
+            raise WeightFileError(f"{path}: tensor {name!r} ({value.dtype}) has no numpy "
+                                  f"form: {str(err).splitlines()[0]}") from None
         if name.startswith("module."):
             name = name[len("module."):]
-        arrays[name] = value.detach().cpu().numpy()
+        _check_numeric(name, array, path)
+        arrays[name] = array
     return arrays
 
 

@@ -10,7 +10,7 @@ import os
 import numpy as np
 
 from .convert import ConversionError, convert_arrays, convert_state, source_kind
-from .files import WeightFileError, load_any
+from .files import WeightFileError, check_finite, load_any
 
 
 class MissingWeightsError(WeightFileError):
@@ -41,11 +41,12 @@ def load_weights(model, path, cfg):
     if not os.path.exists(path):
         raise MissingWeightsError(missing_weights_message(path, cfg))
     arrays, meta, container = load_any(path)
+    check_finite(arrays, path)
     kind = source_kind(arrays, container)
     if kind == "ssld":
         raise WeightFileError(f"{path} is an ImageNet backbone, not a SOLOv2 model")
     if kind != "ours":
-        arrays, meta = convert_arrays(cfg, arrays, kind)
+        arrays, meta = convert_arrays(cfg, arrays, kind, path)
     state = model.state_dict()
     cate = "head.solo_cate.weight"
     if cate in arrays and cate in state and arrays[cate].shape[0] != state[cate].shape[0]:
@@ -74,9 +75,10 @@ def load_initial_weights(model, path, cfg, log=print):
         raise WeightFileError(f"initial weights not found: {path}\n"
                               + _initial_weights_hint(cfg))
     arrays, _, container = load_any(path)
+    check_finite(arrays, path)
     kind = source_kind(arrays, container)
     if kind != "ours":
-        arrays, _ = convert_arrays(cfg, arrays, kind)  # raises on an unknown layout
+        arrays, _ = convert_arrays(cfg, arrays, kind, path)  # raises on an unknown layout
     state = model.state_dict()
     shapes = {k: tuple(v.shape) for k, v in state.items()}
     notes = []
