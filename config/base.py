@@ -105,6 +105,8 @@ class SOLOv2Config:
         self.sigma = 0.2
         # DropBlock (block 3, keep 0.9) before the last conv of both towers, training only.
         self.drop_block = False
+        # Dice mean over 'all' positives [SOLO head.loss] or 'nonempty' targets [PD SOLOv2Loss].
+        self.dice_average = "all"
 
         # ------------------------------------------------------------------ weights
         # The converted weight file demo.py, eval.py, test_dev.py and the export read:

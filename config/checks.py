@@ -54,6 +54,7 @@ FIELDS = {
     "scale_ranges": Items(Interval(), length=LEVELS),
     "sigma": Number(0, 1, low_open=True),
     "drop_block": Bool(),
+    "dice_average": Choice("all", "nonempty"),
     # ---------------------------------------------------------------- weights
     "model_path": PATH_OR_NONE,
     # ---------------------------------------------------------------- data

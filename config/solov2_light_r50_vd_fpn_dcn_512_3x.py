@@ -44,6 +44,8 @@ class SOLOv2_Light_R50_VD_FPN_DCN_512_3x(SOLOv2Config):
         self.mask_feat_channels = 128
         self.scale_ranges = ((1, 64), (32, 128), (64, 256), (128, 512), (256, 2048))
         self.drop_block = True
+        # SOLOv2Loss weights each positive by whether its target mask is non-empty.
+        self.dice_average = "nonempty"
         self.native_preprocess = "ppdet_static"
         self.test_size = (512, 852)
         self.train_sizes = (352, 384, 416, 448, 480, 512)

@@ -5,6 +5,17 @@ divided by (number of positive cells + 1). L_mask is the Dice loss between the m
 positive cell's dynamic kernel predicts and that cell's instance mask, averaged over the
 positives, with lambda = 3 [SOLO configs: loss_ins weight 3.0; FocalLoss gamma 2, alpha 0.25].
 
+The references average the Dice loss differently when a positive's target mask is empty
+(its instance vanished when the mask was downsampled to stride 4), and each config follows
+its own (``dice_average``):
+  'all'       SOLO SOLOv2Head.loss: torch.cat(loss_ins).mean() over every positive; an
+              empty target costs about 1 there.
+  'nonempty'  PaddleDetection SOLOv2Loss (0.5 and 2.x): each positive weighted by
+              (target sum > 0), the sum divided by the sum of the weights. The weights
+              exist because its batches are padded with all-zero dummy targets; they drop
+              the real empty ones too. Without any non-empty target it divides 0 by 0;
+              here that is 0.
+
 The targets come from tools.data.targets (:class:`TargetCollator`); see there for their layout.
 """
 
@@ -46,6 +57,7 @@ class SOLOv2Loss(nn.Layer):
         num_classes: category channels C.
         ins_weight: lambda, the weight of the mask (Dice) loss.
         gamma, alpha: focal loss parameters.
+        dice_average: 'all' or 'nonempty' positives (see the module docstring).
 
     forward(cate_logits, kernels, mask_feat, targets) -> dict(loss, loss_ins, loss_cate)
         cate_logits: list over levels of [N, C, S, S]
@@ -54,15 +66,19 @@ class SOLOv2Loss(nn.Layer):
         targets:     dict from tools.data.targets (cate_labels, ins_index, ins_masks, num_pos).
     """
 
-    def __init__(self, num_classes, ins_weight=3.0, gamma=2.0, alpha=0.25):
+    def __init__(self, num_classes, ins_weight=3.0, gamma=2.0, alpha=0.25, dice_average="all"):
         super().__init__()
+        if dice_average not in ("all", "nonempty"):
+            raise ValueError(f"dice_average must be 'all' or 'nonempty', not {dice_average!r}")
+        self.dice_average = dice_average
         self.num_classes = num_classes
         self.ins_weight = ins_weight
         self.gamma = gamma
         self.alpha = alpha
 
     def mask_loss(self, kernels, mask_feat, ins_index, ins_masks):
-        """Dice loss averaged over positives; 0 (still attached to the graph) without any."""
+        """Dice loss averaged over the positives ``dice_average`` counts; 0 (still attached
+        to the graph) without any."""
         n, e = mask_feat.shape[:2]
         # Every cell of every level, level order then row-major: [N, L, E].
         flat_kernels = paddle.concat(
@@ -77,9 +93,10 @@ class SOLOv2Loss(nn.Layer):
             chosen = paddle.gather(flat_kernels[i], index)                      # [P, E]
             logits = paddle.matmul(chosen, mask_feat[i].reshape([e, -1]))       # [P, HW]
             target = target.astype("float32").reshape([target.shape[0], -1])
-            # A mask that vanished when the target was downsampled to stride 4 has no
-            # pixels to learn from [PD2 SOLOv2Loss weights positives by non-empty target].
-            keep = (target.sum(axis=1) > 0).astype("float32")
+            if self.dice_average == "nonempty":
+                keep = (target.sum(axis=1) > 0).astype("float32")
+            else:
+                keep = paddle.ones([target.shape[0]], "float32")
             losses.append((dice_loss(F.sigmoid(logits), target) * keep, keep))
         if not losses:
             # No instance in the batch: a zero that still reaches the kernel branch and the

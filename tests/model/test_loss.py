@@ -64,28 +64,34 @@ def test_batch_without_instances_is_finite_and_reaches_every_output():
         assert t.grad is not None and np.isfinite(t.grad.numpy()).all()
 
 
-def test_mask_loss_matches_per_instance_dynamic_conv():
+@pytest.mark.parametrize("dice_average", ["nonempty", "all"])
+def test_mask_loss_matches_per_instance_dynamic_conv(dice_average):
     cates, kernels, feat = outputs()
     rng = np.random.RandomState(1)
     targets = empty_targets()
     # Image 0: cell 5 of level 0 (row 1, col 1) and cell 16 + 4 = level 1 (1, 1);
     # image 1: one positive on level 4's only cell (index 16 + 9 + 4 + 4 = 33), whose target
-    # is empty and must not count.
+    # is empty: it counts for 'all' (SOLO), not for 'nonempty' (PaddleDetection).
     masks0 = (rng.rand(2, 8, 8) > 0.5).astype("uint8")
     targets["ins_index"] = [paddle.to_tensor([5, 20]), paddle.to_tensor([33])]
     targets["ins_masks"] = [paddle.to_tensor(masks0), paddle.zeros([1, 8, 8], "uint8")]
     targets["cate_labels"][0][0, 1, 1] = 2
     targets["cate_labels"][1][0, 1, 1] = 1
     targets["num_pos"] = paddle.to_tensor([2])
-    losses = SOLOv2Loss(num_classes=3)(cates, kernels, feat, targets)
+    losses = SOLOv2Loss(num_classes=3, dice_average=dice_average)(cates, kernels, feat, targets)
 
     f = feat.numpy()
     expected = []
-    for (level, i, j), target in zip([(0, 1, 1), (1, 1, 1)], masks0):
-        kernel = kernels[level].numpy()[0, :, i, j]
-        prob = 1 / (1 + np.exp(-np.tensordot(kernel, f[0], axes=1)))
+    cases = [(0, (0, 1, 1), masks0[0]), (0, (1, 1, 1), masks0[1]),
+             (1, (4, 0, 0), np.zeros((8, 8)))]
+    for image, (level, i, j), target in cases:
+        if dice_average == "nonempty" and not target.any():
+            continue
+        kernel = kernels[level].numpy()[image, :, i, j]
+        prob = 1 / (1 + np.exp(-np.tensordot(kernel, f[image], axes=1)))
         inter = (prob * target).sum()
         expected.append(1 - 2 * inter / ((prob ** 2).sum() + 0.001 + target.sum() + 0.001))
+    assert len(expected) == (2 if dice_average == "nonempty" else 3)
     np.testing.assert_allclose(float(losses["loss_ins"]), 3.0 * np.mean(expected), rtol=1e-5)
 
     # Category loss: the two positive cells have one-hot targets, normalised by 2 + 1.
@@ -116,3 +122,36 @@ def test_positives_in_only_one_image(image):
     losses["loss"].backward()
     assert np.abs(kernels[0].grad.numpy()[image, :, 0, 0]).sum() > 0
     assert np.abs(kernels[0].grad.numpy()[1 - image]).sum() == 0
+
+
+def test_dice_average_is_each_references_on_an_empty_target():
+    """PaddleDetection's own SOLOv2Loss against 'nonempty' (where ppdet is installed); the
+    SOLO side is tests/tools/data/test_targets_reference.py (golden of SOLO's loss)."""
+    solov2_loss = pytest.importorskip("ppdet.modeling.losses.solov2_loss")
+    rng = np.random.RandomState(3)
+    logits = rng.randn(3, 8, 8).astype("float32")  # three positives' predicted masks
+    targets = (rng.rand(3, 8, 8) > 0.5).astype("uint8")
+    targets[1] = 0  # the middle one's target vanished at stride 4
+    # One 2 x 2 level, one image: the kernel of cell p < 3 is the one-hot e_p and the mask
+    # feature holds the three logit maps, so the dynamic convolution gives back ``logits``.
+    kernel = np.zeros((1, 3, 2, 2), "float32")
+    for p in range(3):
+        kernel[0, p, p // 2, p % 2] = 1.0
+    feat = paddle.to_tensor(logits[None])
+    ours = {}
+    for average in ("all", "nonempty"):
+        loss = SOLOv2Loss(num_classes=3, dice_average=average)
+        ours[average] = float(loss.mask_loss([paddle.to_tensor(kernel)], feat,
+                                             [paddle.to_tensor([0, 1, 2])],
+                                             [paddle.to_tensor(targets)]))
+    reference, _ = solov2_loss.SOLOv2Loss(ins_loss_weight=1.0)(
+        [paddle.to_tensor(logits)], [paddle.to_tensor(targets)], paddle.zeros([4, 3]),
+        paddle.zeros([4], "int64"), paddle.to_tensor(3.0))
+    reference = float(reference.numpy().ravel()[0])
+    assert ours["nonempty"] == pytest.approx(reference, rel=1e-6)
+    assert ours["all"] != pytest.approx(reference, rel=1e-3)
+    # SOLO's mean over all three, its dice_loss written out.
+    prob = 1 / (1 + np.exp(-logits.reshape(3, -1).astype(np.float64)))
+    t = targets.reshape(3, -1)
+    dice = 1 - 2 * (prob * t).sum(1) / ((prob ** 2).sum(1) + 0.001 + (t * t).sum(1) + 0.001)
+    assert ours["all"] == pytest.approx(dice.mean(), rel=1e-5)

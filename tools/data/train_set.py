@@ -14,6 +14,7 @@ and too elongated at its real size) is only found when it is read; the worker th
 and returns another image instead.
 """
 
+import math
 import os
 import sys
 import threading
@@ -22,6 +23,7 @@ from collections import Counter
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from .boxes import mask_boxes_xywh
 from .coco import AnnotationError, CocoSet
 from .preprocess import ImageReadError, ImageSizeError, check_resizable, read_image
 
@@ -67,6 +69,19 @@ def check_annotation(ann, height, width, label_of):
     return None
 
 
+def annotation_box(ann):
+    """The annotation's bbox as four floats (x, y, w, h), or None when it has none (no
+    'bbox', or not four finite numbers). A zero-size box is kept: its instance then falls
+    in no scale range, as the references, which drop such annotations, give it no target."""
+    box = ann.get("bbox")
+    if not isinstance(box, (list, tuple)) or len(box) != 4:
+        return None
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+               for v in box):
+        return None
+    return [float(v) for v in box]
+
+
 def decode_mask(seg, height, width):
     """A polygon list or an RLE (compressed or not) -> uint8 [height, width]."""
     if isinstance(seg, list):
@@ -84,13 +99,16 @@ class CocoTrainSet:
 
     Args:
         ann_file, image_dir: COCO-style json and the folder its file names are relative to.
-        transform: ``transform(image, masks, labels, rng) -> (chw, masks, labels)``
-            (tools.data.transforms.TrainTransform), or None for the decoded sample.
+        transform: ``transform(image, masks, boxes, labels, rng) -> (chw, masks, boxes,
+            labels)`` (tools.data.transforms.TrainTransform), or None for the decoded sample.
+            boxes: each annotation's COCO bbox (x, y, w, h) as float64; an annotation
+            without one gets its mask's box, and the summary counts those.
         seed: base seed; each worker process derives its own random stream from it.
         resize: (short sides, long-side cap, preprocessing style) of the training resize
             (train_sizes, train_max_size): images it would squeeze thinner than
             MIN_RESIZED_SIDE are skipped and counted. None: no such check.
-    __getitem__(i) -> dict(image, masks [K, h, w] uint8, labels [K] int64, image_id)
+    __getitem__(i) -> dict(image, masks [K, h, w] uint8, boxes [K, 4], labels [K] int64,
+        image_id)
     """
 
     def __init__(self, ann_file, image_dir, transform=None, seed=0, resize=None):
@@ -99,11 +117,13 @@ class CocoTrainSet:
         self.seed = seed
         self.resize = resize
         self.skipped = Counter()
+        self.mask_boxes = 0  # annotations used without a bbox of their own
         self.records = []
         for image_id in self.coco.image_ids:
             record = self._record(image_id)
             if record is not None:
                 self.records.append(record)
+                self.mask_boxes += sum(annotation_box(a) is None for a in record["anns"])
         if not self.records:
             raise AnnotationError(f"{ann_file}: no image with a usable annotation; "
                                   f"{self.summary()}")
@@ -150,9 +170,11 @@ class CocoTrainSet:
 
     def summary(self):
         """One line per kind of problem found, or 'no problems found'."""
-        if not self.skipped:
-            return "no problems found in the annotations"
-        return "; ".join(f"{n} {SKIP_REASONS[k]}" for k, n in sorted(self.skipped.items()))
+        parts = [f"{n} {SKIP_REASONS[k]}" for k, n in sorted(self.skipped.items())]
+        if self.mask_boxes:
+            parts.append(f"{self.mask_boxes} annotations without a bbox (their mask's box "
+                         "is used)")
+        return "; ".join(parts) or "no problems found in the annotations"
 
     def __len__(self):
         return len(self.records)
@@ -172,7 +194,8 @@ class CocoTrainSet:
             return self._rng
 
     def load(self, index):
-        """Decoded image and masks, before any transform."""
+        """(image, masks, boxes, labels) decoded, before any transform; boxes are the
+        annotations' COCO (x, y, w, h), float64, or the mask's where there is none."""
         record = self.records[index]
         image = read_image(record["path"])
         h, w = image.shape[:2]
@@ -183,7 +206,7 @@ class CocoTrainSet:
             error = self._size_error(h, w, record["path"])
             if error is not None:
                 raise error  # replaced by another image in __getitem__, with a warning
-        masks, labels = [], []
+        masks, boxes, labels = [], [], []
         for ann in record["anns"]:
             seg = ann["segmentation"]
             if isinstance(seg, dict) and list(seg["size"]) != [h, w]:
@@ -191,15 +214,18 @@ class CocoTrainSet:
             mask = decode_mask(seg, h, w)
             if mask.any():  # a polygon outside the image rasterises to nothing
                 masks.append(mask)
+                box = annotation_box(ann)
+                boxes.append(mask_boxes_xywh(mask[None])[0] if box is None else box)
                 labels.append(self.coco.label_of[ann["category_id"]])
         masks = np.stack(masks) if masks else np.zeros((0, h, w), np.uint8)
-        return image, masks, np.asarray(labels, np.int64)
+        boxes = np.array(boxes, np.float64).reshape(-1, 4)
+        return image, masks, boxes, np.asarray(labels, np.int64)
 
     def __getitem__(self, index):
         rng = self.rng()
         for _ in range(10):
             try:
-                image, masks, labels = self.load(index)
+                image, masks, boxes, labels = self.load(index)
                 break
             except ImageReadError as err:
                 print(f"warning: {err}; using another image instead", file=sys.stderr)
@@ -207,6 +233,6 @@ class CocoTrainSet:
         else:
             raise ImageReadError("10 unreadable images in a row; check the image folder")
         if self.transform is not None:
-            image, masks, labels = self.transform(image, masks, labels, rng)
-        return {"image": image, "masks": masks, "labels": labels,
+            image, masks, boxes, labels = self.transform(image, masks, boxes, labels, rng)
+        return {"image": image, "masks": masks, "boxes": boxes, "labels": labels,
                 "image_id": self.records[index]["image_id"]}

@@ -71,8 +71,9 @@ class HeadOutputs(paddle.nn.Layer):
 
 
 def build_criterion(cfg):
-    """The SOLOv2 loss: focal loss on the category grids plus 3 x Dice on the masks."""
-    return SOLOv2Loss(cfg.num_classes)
+    """The SOLOv2 loss: focal loss on the category grids plus 3 x Dice on the masks,
+    averaged over the positives the config's reference counts (cfg.dice_average)."""
+    return SOLOv2Loss(cfg.num_classes, dice_average=cfg.dice_average)
 
 
 def build_training(cfg, world_size=1, log=print):

@@ -1,5 +1,6 @@
 """SOLOv2 target assignment on hand-built masks; expected cells worked out by hand."""
 
+import cv2
 import numpy as np
 
 from tools.data.targets import TargetCollator, downsample_mask, image_targets
@@ -91,9 +92,58 @@ def test_large_instance_goes_to_coarse_levels_only():
     assert all(i >= OFFSETS[3] for i in index)
 
 
-def test_downsample_mask_sizes_round_half_up():
-    assert downsample_mask(np.ones((130, 98), np.uint8)).shape == (33, 25)
-    assert downsample_mask(np.ones((128, 96), np.uint8)).shape == (32, 24)
+def quarter_by_hand(padded):
+    """OpenCV bilinear at exactly 1/4 on 0/1 pixels: output (i, j) averages input rows
+    4i+1, 4i+2 and columns 4j+1, 4j+2, rounded half up."""
+    votes = sum(padded[1 + a::4, 1 + b::4].astype(int) for a in (0, 1) for b in (0, 1))
+    return (votes >= 2).astype(np.uint8)
+
+
+def test_downsample_mask_pads_to_the_batch_then_takes_exactly_a_quarter():
+    rng = np.random.RandomState(0)
+    mask = (rng.rand(130, 98) > 0.6).astype(np.uint8)  # not a multiple of 32 or 4
+    small = downsample_mask(mask, (160, 128))
+    assert small.shape == (40, 32) and small.dtype == np.uint8
+    padded = np.zeros((160, 128), np.uint8)
+    padded[:130, :98] = mask
+    np.testing.assert_array_equal(small, quarter_by_hand(padded))
+    assert not small[33:].any() and not small[:, 25:].any()  # only zeros read there
+    # The batch's extra padding adds only zeros: padding to the image's own multiple of 32
+    # (SOLO) and then filling up with zeros gives the same target.
+    own = downsample_mask(mask, (160, 128 + 64))
+    np.testing.assert_array_equal(own[:, :32], small)
+    assert not own[:, 32:].any()
+    # The unpadded mask shrunk to round(size / 4) samples other pixels: not the same.
+    unpadded = cv2.resize(mask, (25, 33), interpolation=cv2.INTER_LINEAR)
+    assert (unpadded != small[:33, :25]).sum() > 20
+
+
+def test_levels_and_centre_region_come_from_the_annotation_box():
+    # A 10 x 10 mask (rows/cols 64..73, centre of mass 68.5) whose annotation box is 60 x 60:
+    # sqrt = 60 puts it on levels 1 (28..112) and 2 (56..224), and the centre region is
+    # +-6 px (0.2 * 60 / 2): rows 62.5..74.5.
+    # Level 1, S=36: centre cell 68.5 / 128 * 36 = 19.3 -> 19; 62.5 -> 17.6 -> 17, 74.5
+    #   -> 20.95 -> 20; clipped to 19 +- 1: rows and cols 18..20.
+    # Level 2, S=24: 12.8 -> 12; 11.7 -> 11, 13.97 -> 13: rows and cols 11..13.
+    mask = square(128, 128, 64, 64, 10)
+    box = np.array([[40.0, 40.0, 100.0, 100.0]], np.float32)
+    cates, index, _ = image_targets(mask[None], np.array([0]), (128, 128), GRIDS, RANGES, 0.2,
+                                    boxes=box)
+    assert index.tolist() == cells(1, range(18, 21), range(18, 21)) + cells(
+        2, range(11, 14), range(11, 14))
+    assert [int((c > 0).sum()) for c in cates] == [0, 9, 9, 0, 0]
+    # Without boxes the mask's own box (10 px, +-1 px region) gives one level-0 cell.
+    _, index, _ = image_targets(mask[None], np.array([0]), (128, 128), GRIDS, RANGES, 0.2)
+    assert index.tolist() == [21 * 40 + 21]
+
+
+def test_degenerate_box_is_in_no_level():
+    # A zero-height or inverted box (what the references drop at load) gives no target.
+    mask = square(64, 64, 10, 10, 20)
+    for box in ([10.0, 10.0, 30.0, 10.0], [10.0, 10.0, 9.5, 30.0]):
+        cates, index, _ = image_targets(mask[None], np.array([0]), (64, 64), GRIDS, RANGES,
+                                        0.2, boxes=np.array([box], np.float32))
+        assert index.size == 0 and not any(c.any() for c in cates)
 
 
 def test_collator_pads_and_counts_positive_cells():
@@ -109,3 +159,14 @@ def test_collator_pads_and_counts_positive_cells():
     assert batch["ins_index"][0].size == 18 and batch["ins_index"][1].size == 0
     assert batch["ins_masks"][0].shape == (18, 32, 32)
     assert batch["num_pos"].tolist() == [18]
+
+
+def test_collator_takes_the_samples_boxes():
+    mask = square(100, 120, 20, 60, 40)
+    sample = {"image": np.ones((3, 100, 120), np.float32), "masks": mask[None],
+              "labels": np.array([1])}
+    wide = dict(sample, boxes=np.array([[0.0, 0.0, 119.0, 99.0]], np.float32))
+    counts = [int((c > 0).sum()) for c in TargetCollator(GRIDS, RANGES, 0.2)([wide])[
+        "cate_labels"]]
+    # sqrt(119 * 99) = 108.5: level 1 (28..112) and 2 (56..224), not level 0 as the mask's.
+    assert counts[0] == 0 and counts[1] > 0 and counts[2] > 0

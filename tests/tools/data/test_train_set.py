@@ -28,7 +28,7 @@ def test_masks_and_labels_match_the_source(voc):
     ann, image_dir, gt = voc
     rgb, masks, labels, names = voc_photo()
     data = CocoTrainSet(ann, image_dir)
-    image, got_masks, got_labels = data.load(0)
+    image, got_masks, got_boxes, got_labels = data.load(0)
     assert image.shape == rgb.shape
     keep = [k for k in range(len(masks)) if k != 2]  # instance 2 is a crowd
     assert len(got_masks) == len(keep) == 18
@@ -36,6 +36,9 @@ def test_masks_and_labels_match_the_source(voc):
     order = sorted(names)
     assert got_labels.tolist() == [order.index(int(labels[k])) for k in keep]
     anns = [a for a in data.records[0]["anns"]]
+    # Boxes are the annotations' own, as written (float64).
+    assert got_boxes.dtype == np.float64
+    np.testing.assert_array_equal(got_boxes, [a["bbox"] for a in anns])
     for got, k, a in zip(got_masks, keep, anns):
         if k in (0, 1):
             # Polygons: exactly what pycocotools rasterises (the outer contours lose the
@@ -68,9 +71,9 @@ def test_transform_receives_a_private_random_stream(voc):
     ann, image_dir, _ = voc
     seen = []
 
-    def transform(image, masks, labels, rng):
+    def transform(image, masks, boxes, labels, rng):
         seen.append(rng.randint(1 << 30))
-        return image, masks, labels
+        return image, masks, boxes, labels
 
     data = CocoTrainSet(ann, image_dir, transform=transform)
     data[0]
@@ -115,3 +118,27 @@ def test_a_file_more_elongated_than_listed_is_replaced_when_read(tmp_path, capsy
     sample = data[strip]
     assert sample["image_id"] == 1  # the photo, instead of the strip
     assert "strip.png: 4000x10 pixels is too elongated" in capsys.readouterr().err
+
+
+def test_annotations_without_a_box_use_their_masks_box(tmp_path):
+    ann, image_dir, gt = voc_dataset(str(tmp_path), copies=1)
+    with open(ann) as f:
+        data = json.load(f)
+    # Three annotations lose their bbox in three ways; one gets a box unlike its mask's.
+    del data["annotations"][0]["bbox"]
+    data["annotations"][1]["bbox"] = []
+    data["annotations"][2]["bbox"] = [1.0, 2.0, float("nan"), 4.0]
+    data["annotations"][3]["bbox"] = [5.0, 6.0, 7.0, 8.0]
+    with open(ann, "w") as f:
+        json.dump(data, f)
+    dataset = CocoTrainSet(ann, image_dir)
+    assert dataset.mask_boxes == 3
+    assert "3 annotations without a bbox (their mask's box is used)" in dataset.summary()
+    _, masks, boxes, _ = dataset.load(0)
+    for k in range(3):
+        ys, xs = np.nonzero(masks[k])
+        assert boxes[k].tolist() == [xs.min(), ys.min(), xs.max() - xs.min() + 1,
+                                     ys.max() - ys.min() + 1]
+    assert boxes[3].tolist() == [5.0, 6.0, 7.0, 8.0]
+    sample = dataset[0]
+    assert sample["boxes"].shape == (len(sample["masks"]), 4)
