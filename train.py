@@ -6,9 +6,11 @@
         val_path=... val_pre_path=... classes_path=...          # your own data
     python -m paddle.distributed.launch --gpus 0,1,2,3 train.py --config=2
 
-Outputs go to OUTPUT/CONFIG_NAME/ (OUTPUT = train_cfg.output_dir): train.log,
-checkpoints/iter_*.pdparams, best_model.pdparams (best periodic mask AP),
-model_final.pdparams and classes.txt; the two model files load in demo.py and eval.py.
+Outputs go to OUTPUT/CONFIG_NAME/ (OUTPUT = train_cfg.output_dir): train.log (headed by
+the command, commit, Paddle, device and config), metrics.jsonl (losses, LR, times, AP;
+draw them with tools/plot_metrics.py), vdl/ with --vdl, checkpoints/iter_*.pdparams,
+best_model.pdparams (best periodic mask AP), model_final.pdparams and classes.txt. The
+two model files describe themselves: ``python demo.py --weights FILE`` needs nothing else.
 """
 
 import os
@@ -20,7 +22,9 @@ from tools.files import check_writable
 from tools.runtime import use_all_cpu_cores
 from tools.training.build import build_run, distributed_info
 from tools.training.checkpoints import checkpoint_dir
-from tools.training.trainer import NonFiniteLoss
+from tools.training.metrics import require_visualdl
+from tools.training.runinfo import run_header
+from tools.training.trainer import NonFiniteLoss, TrainLog
 
 
 def parse_args(argv=None):
@@ -30,7 +34,10 @@ def parse_args(argv=None):
     parser.add_argument("--amp", action="store_true",
                         help="automatic mixed precision (needs a CUDA GPU)")
     parser.add_argument("--seed", type=nonnegative_int, default=0,
-                        help="seed of the initial weights and the augmentation")
+                        help="seed of the initial weights, the augmentation and the data order")
+    parser.add_argument("--vdl", action="store_true",
+                        help="also write the scalars for VisualDL into OUTPUT/vdl (needs "
+                             "pip install visualdl)")
     return parser.parse_args(argv)
 
 
@@ -41,19 +48,21 @@ def main(argv=None):
     import paddle
 
     rank, world = distributed_info()
-    log = print if rank == 0 else (lambda *a, **k: None)
     if args.amp and not paddle.device.is_compiled_with_cuda():
         raise UserError("--amp needs a CUDA build of Paddle and a GPU; this one runs on CPU")
+    if args.vdl:
+        require_visualdl()  # before any data is read
     paddle.seed(args.seed)
     if not paddle.is_compiled_with_cuda():
         use_all_cpu_cores(processes=world)
-    log(config_table(cfg))
     # Before hours of training whose checkpoints could not be saved (build_run's folder).
-    check_writable(checkpoint_dir(os.path.join(cfg.train_cfg.output_dir, cfg.name)),
-                   "training output folder")
-    run = build_run(cfg, rank, world, seed=args.seed, resume=args.resume, amp=args.amp,
-                    log=log)
+    run_dir = os.path.join(cfg.train_cfg.output_dir, cfg.name)
+    check_writable(checkpoint_dir(run_dir), "training output folder")
+    log = TrainLog(run_dir, enabled=rank == 0, vdl=args.vdl)
     try:
+        log(run_header(config_table(cfg), "train.py", argv, world))
+        run = build_run(cfg, rank, world, seed=args.seed, resume=args.resume, amp=args.amp,
+                        log=log, overrides=args.overrides)
         run.trainer.train(run.loader, run.sampler, run.start, run.best_ap)
     except NonFiniteLoss:
         return 1  # the trainer has said where and what to do
@@ -61,6 +70,8 @@ def main(argv=None):
         print("\ninterrupted; continue with --resume from the last checkpoint",
               file=sys.stderr)
         return 130
+    finally:
+        log.close()
     return 0
 
 

@@ -78,12 +78,21 @@ def add_config_arguments(parser, default=DEFAULT_CONFIG):
     return parser
 
 
-def config_parser(description, default=DEFAULT_CONFIG):
+def config_parser(description, default=DEFAULT_CONFIG, weights=False):
     """The parser every script starts from: its docstring as the help text, ``--config``
-    and the ``key=value`` overrides."""
+    and the ``key=value`` overrides. ``weights``: also ``--weights FILE``, and --config
+    defaults to None, so that the number a self-describing file records can be told from
+    one the user gave (tools/weights/describe.py; ``default`` applies otherwise)."""
     parser = argparse.ArgumentParser(description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    return add_config_arguments(parser, default)
+    add_config_arguments(parser, default)
+    if weights:
+        parser.set_defaults(config=None)
+        parser.add_argument("--weights", metavar="FILE",
+                            help="weight file; one written by train.py also gives the config "
+                                 "number, its overrides and class names (else --config, "
+                                 f"default {default})")
+    return parser
 
 
 def config_table(cfg):

@@ -2,6 +2,7 @@
 
 import errno
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -15,6 +16,8 @@ from tools.data.synthetic import make_dataset
 from tools.inference.backends import load_dygraph
 from tools.inference.predictor import predict_stream
 from tools.training.checkpoints import list_checkpoints, load_latest
+from tools.training.metrics import curve, read_metrics
+from tools.weights.describe import model_info
 from tools.weights.files import load_pdparams
 
 # Narrow heads and 64-pixel images keep a CPU iteration near a second.
@@ -52,6 +55,23 @@ def test_trains_evaluates_and_writes_loadable_weights(shapes, tmp_path, capsys):
         assert os.path.exists(os.path.join(run_dir, name))
     _, meta = load_pdparams(os.path.join(run_dir, "model_final.pdparams"))
     assert meta["preprocess"] == "mmcv" and meta["config"] == "solov2_light_448_r50_fpn_8gpu_3x"
+    # train.log starts with what the run was: command, commit, Paddle, device, config.
+    head = open(os.path.join(run_dir, "train.log"), encoding="utf-8").read().splitlines()
+    assert head[0] == "command: python train.py " + shlex.join(words)
+    assert head[1].startswith("git commit: ") and head[2].startswith("paddle: ")
+    assert head[3] == "device: cpu, 1 process"
+    assert head[4] == "config: solov2_light_448_r50_fpn_8gpu_3x"
+    assert head.index("config: solov2_light_448_r50_fpn_8gpu_3x") < min(
+        i for i, line in enumerate(head) if line.startswith("training set:"))
+    records = read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+    assert curve(records, "train/loss")[0] == [1, 2] and curve(records, "eval/AP")[0] == [2]
+    # Both model files describe themselves: config, every override, classes, style.
+    names = open(os.path.join(shapes, "classes.txt")).read().split()
+    for name in ("model_final.pdparams", "best_model.pdparams"):
+        info = model_info(os.path.join(run_dir, name))
+        assert info["config_number"] == 1 and info["overrides"] == words[1:]
+        assert info["num_classes"] == 3 and info["class_names"] == names
+        assert info["preprocess"] == "mmcv"
     # The final weights load the way demo.py / eval.py load weights, and predict.
     cfg = load_config(1, data_words(shapes) + TINY)
     predictor, style = load_dygraph(cfg, os.path.join(run_dir, "model_final.pdparams"))
@@ -76,6 +96,18 @@ def test_bad_input_is_one_clean_message(shapes, tmp_path, capsys, extra, message
     assert train.main(words) == 1
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_vdl_without_visualdl_is_one_line_before_the_data_is_read(shapes, tmp_path, capsys,
+                                                                  monkeypatch):
+    monkeypatch.setitem(sys.modules, "visualdl", None)  # as if not installed
+    words = ["--config=1", "--vdl"] + data_words(shapes) + TINY + [
+        f"train_cfg.output_dir={tmp_path}"]
+    assert train.main(words) == 1
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --vdl needs VisualDL")
+    assert "pip install visualdl" in lines[0] and "training set:" not in captured.out
 
 
 def test_amp_without_gpu_is_refused(shapes, tmp_path, capsys):

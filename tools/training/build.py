@@ -19,10 +19,12 @@ from ..data.preprocess import preprocess_style
 from ..data.targets import TargetCollator
 from ..data.train_set import CocoTrainSet
 from ..data.transforms import TrainTransform
-from ..errors import ConfigError
+from ..errors import ConfigError, UserError
+from ..weights.describe import description
 from .checkpoints import start_iteration
 from .optim import ModelEMA, build_optimizer, freeze_backbone, scaled_lr
-from .trainer import Trainer
+from .sampler import ShardedBatchSampler
+from .trainer import Trainer, TrainLog
 from .workers import ExitWithParent
 
 
@@ -34,13 +36,16 @@ def build_train_set(cfg, seed=0):
                         seed=seed, resize=(cfg.train_sizes, cfg.train_max_size, style))
 
 
-def build_train_loader(cfg, dataset, num_workers=None):
-    """(loader, batch sampler). The sampler shards and shuffles the dataset across the
-    processes of paddle.distributed (one process: the whole dataset); call
+def build_train_loader(cfg, dataset, num_workers=None, rank=None, world_size=None, seed=0):
+    """(loader, batch sampler). The sampler gives process ``rank`` of ``world_size``
+    (default: this process's place in paddle.distributed) its own disjoint shard of each
+    epoch, in an order drawn from ``seed`` and the epoch (tools/training/sampler.py); call
     ``sampler.set_epoch(e)`` for a new order each epoch. Incomplete last batches are
     dropped, as PaddleDetection does (drop_last: true)."""
-    sampler = paddle.io.DistributedBatchSampler(dataset, batch_size=cfg.train_cfg.batch_size,
-                                                shuffle=True, drop_last=True)
+    rank = dist.get_rank() if rank is None else rank
+    world_size = dist.get_world_size() if world_size is None else world_size
+    sampler = ShardedBatchSampler(len(dataset), cfg.train_cfg.batch_size, rank, world_size,
+                                  seed=seed)
     if len(sampler) == 0:
         raise ConfigError(f"{len(dataset)} usable training images cannot fill one batch of "
                           f"{cfg.train_cfg.batch_size} per process; lower "
@@ -136,26 +141,55 @@ class Run:
     best_ap: float   # best periodic mask AP so far (-inf for a new run)
 
 
-def build_run(cfg, rank=0, world_size=1, seed=0, resume=False, amp=False, log=print):
+def same_start_everywhere(start, world_size, gather=None):
+    """Refuse to train when the processes would start at different iterations: on several
+    machines that means their output folders differ (a resume found the checkpoint on one
+    machine only), and they would follow different LR schedules and never finish together.
+    ``gather(value) -> [value of each process]`` defaults to paddle.distributed.all_gather."""
+    if world_size <= 1:
+        return
+    if gather is None:
+        def gather(value):
+            found = []
+            dist.all_gather(found, paddle.to_tensor([value], dtype="int64"))
+            return [int(t.numpy().ravel()[0]) for t in found]
+    starts = gather(start)
+    if len(set(starts)) > 1:
+        raise UserError(f"the processes would start at different iterations {starts}: "
+                        "every machine must see the same train_cfg.output_dir (a shared "
+                        "folder, or the checkpoint copied to the same path on each) before "
+                        "--resume")
+
+
+def build_run(cfg, rank=0, world_size=1, seed=0, resume=False, amp=False, log=None,
+              overrides=()):
     """Everything train.py needs for ``cfg``: data, model, loss, optimizer, the resumed
     state, the evaluation hook (rank 0) and the Trainer. Outputs go to
-    train_cfg.output_dir/<config name>/."""
+    train_cfg.output_dir/<config name>/. ``log``: the run's TrainLog (None opens one);
+    ``overrides``: the ``key=value`` words ``cfg`` was loaded with, recorded in the model
+    files so that they describe themselves (tools/weights/describe.py)."""
     output_dir = os.path.join(cfg.train_cfg.output_dir, cfg.name)
     os.makedirs(output_dir, exist_ok=True)
+    if log is None:
+        log = TrainLog(output_dir, enabled=rank == 0)
     dataset = build_train_set(cfg, seed=seed + 1000 * rank)
     log(f"training set: {len(dataset)} images from {cfg.train_path}; {dataset.summary()}")
     classes = write_training_classes(cfg, dataset.coco, output_dir, log)
-    loader, sampler = build_train_loader(cfg, dataset)
+    # The same seed on every process: the shards are parts of one permutation.
+    loader, sampler = build_train_loader(cfg, dataset, rank=rank, world_size=world_size,
+                                         seed=seed)
     model, optimizer, ema, base_lr = build_training(cfg, world_size, log=log)
     start, best_ap = start_iteration(output_dir, resume, model, optimizer, ema, log)
+    same_start_everywhere(start, world_size)
     evaluate = None
     if rank == 0 and cfg.train_cfg.eval_iter and cfg.val_path:
         evaluate = build_evaluation(cfg, model)
     net = HeadOutputs(model)
     if world_size > 1:
         net = paddle.DataParallel(net)
-    meta = {"format": "trained", "config": cfg.name, "preprocess": preprocess_style(cfg),
-            "classes": classes}
+    meta = dict(description(cfg, overrides, dataset.coco.class_names, preprocess_style(cfg)),
+                format="trained", classes=classes)
     trainer = Trainer(cfg, model, net, build_criterion(cfg), optimizer, ema, base_lr,
-                      output_dir, rank, world_size, amp=amp, evaluate=evaluate, meta=meta)
+                      output_dir, rank, world_size, amp=amp, evaluate=evaluate, meta=meta,
+                      log=log)
     return Run(trainer, loader, sampler, start, best_ap)

@@ -17,6 +17,7 @@ import paddle
 from ..files import OutputError, describe_os_error
 from ..weights.files import save_pdparams
 from .checkpoints import checkpoint_dir, checkpoint_path, remove_interrupted_writes, save_checkpoint
+from .metrics import MetricsFile, VisualDLScalars, metrics_path
 from .optim import lr_at, set_train_mode
 
 
@@ -26,13 +27,14 @@ class NonFiniteLoss(RuntimeError):
 
 
 class TrainLog:
-    """Prints to the console and appends the same lines to OUTPUT/train.log; adds VisualDL
-    scalars when visualdl is installed. Silent on ranks other than 0. A full disk or an
-    unwritable folder is an OutputError naming train.log."""
+    """Prints to the console and appends the same lines to OUTPUT/train.log; scalars go to
+    OUTPUT/metrics.jsonl and, with ``vdl``, to VisualDL (tools/training/metrics.py). Silent
+    on ranks other than 0. A full disk or an unwritable folder is an OutputError naming
+    the file."""
 
-    def __init__(self, output_dir, enabled=True):
+    def __init__(self, output_dir, enabled=True, vdl=False):
         self.enabled = enabled
-        self.file = self.writer = None
+        self.file = self.metrics = self.vdl = None
         if not enabled:
             return
         self.path = os.path.join(output_dir, "train.log")
@@ -41,12 +43,8 @@ class TrainLog:
             self.file = open(self.path, "a", encoding="utf-8")
         except OSError as err:
             raise OutputError(describe_os_error(err, self.path)) from None
-        try:
-            from visualdl import LogWriter
-        except ImportError:
-            LogWriter = None
-        if LogWriter is not None:
-            self.writer = LogWriter(logdir=os.path.join(output_dir, "vdl"))
+        self.metrics = MetricsFile(metrics_path(output_dir))
+        self.vdl = VisualDLScalars(output_dir) if vdl else None
 
     def __call__(self, message, file=None):
         if not self.enabled:
@@ -58,18 +56,28 @@ class TrainLog:
         except OSError as err:
             raise OutputError(describe_os_error(err, self.path)) from None
 
+    def run_started(self, iteration):
+        """Mark in metrics.jsonl that a run starts (or resumes) at ``iteration``."""
+        if self.enabled:
+            self.metrics.start(iteration)
+
     def scalars(self, step, values):
-        if self.writer is not None:
-            for tag, value in values.items():
-                self.writer.add_scalar(tag=tag, value=value, step=step)
+        if not self.enabled:
+            return
+        self.metrics.add(step, values)
+        if self.vdl is not None:
+            self.vdl.add(step, values)
 
     def close(self):
         if self.file:
             # Lines are flushed as they are written; what a full disk refused was reported.
             with contextlib.suppress(OSError):
                 self.file.close()
-        if self.writer:
-            self.writer.close()
+            self.file = None
+        for sink in (self.metrics, self.vdl):
+            if sink is not None:
+                sink.close()
+        self.metrics = self.vdl = None
 
 
 class Window:
@@ -136,11 +144,13 @@ class Trainer:
         output_dir: where train.log, checkpoints/ and the model files go;
         rank, world_size: paddle.distributed position; amp: mixed precision (GPU);
         evaluate: ``evaluate() -> dict with 'AP'`` for rank 0, or None;
-        meta: dict recorded in saved model files (config, preprocess style).
+        meta: dict recorded in saved model files (tools.weights.describe.description);
+        log: the run's TrainLog (train.py opens it before building the run, so that
+        train.log starts with the run's description), or None to open one here.
     """
 
     def __init__(self, cfg, model, net, criterion, optimizer, ema, base_lr, output_dir, rank=0,
-                 world_size=1, amp=False, evaluate=None, meta=None):
+                 world_size=1, amp=False, evaluate=None, meta=None, log=None):
         self.cfg, self.train_cfg = cfg, cfg.train_cfg
         self.model, self.net, self.criterion = model, net, criterion
         self.optimizer, self.ema = optimizer, ema
@@ -148,7 +158,7 @@ class Trainer:
         self.output_dir = output_dir
         self.rank, self.world_size = rank, world_size
         self.main = rank == 0
-        self.log = TrainLog(output_dir, enabled=self.main)
+        self.log = log if log is not None else TrainLog(output_dir, enabled=self.main)
         self.evaluate = evaluate if self.main else None
         self.meta = dict(meta or {})
         self.scaler = paddle.amp.GradScaler(init_loss_scaling=2.0 ** 15) if amp else None
@@ -237,6 +247,7 @@ class Trainer:
         process has built its run (paddle.DataParallel synchronises them), so that no
         other process is still writing a temporary here."""
         remove_interrupted_writes(self.output_dir, self.log)
+        self.log.run_started(start_iter)
         resumed = checkpoint_path(checkpoint_dir(self.output_dir), start_iter)
         if start_iter > 0 and os.path.exists(resumed):
             self.resumed_from = self.last_checkpoint = resumed
@@ -278,9 +289,10 @@ class Trainer:
                          f"(ins {windows['loss_ins'].mean:.4f}, cate "
                          f"{windows['loss_cate'].mean:.4f})  lr {lr:.6g}  {speed:.2f} img/s  "
                          f"data {windows['data'].mean:.3f} s  eta {format_eta(eta)}")
-                self.log.scalars(finished, {"train/" + k: windows[k].mean
-                                            for k in ("loss", "loss_ins", "loss_cate")})
-                self.log.scalars(finished, {"train/lr": lr})
+                scalars = {"train/" + k: windows[k].mean for k in ("loss", "loss_ins", "loss_cate")}
+                scalars.update({"train/lr": lr, "train/step_time": windows["iter"].mean,
+                                "train/data_time": windows["data"].mean})
+                self.log.scalars(finished, scalars)
             if finished % train.save_iter == 0 or finished == train.max_iters:
                 self.save(finished)
             if (self.evaluate is not None and train.eval_iter

@@ -1,4 +1,5 @@
 import errno
+import json
 import math
 import os
 
@@ -43,14 +44,14 @@ def batch(scale):
             "ins_index": [], "ins_masks": [], "num_pos": paddle.to_tensor([1])}
 
 
-def trainer(tmp_path, max_iters=4, extra=()):
+def trainer(tmp_path, max_iters=4, extra=(), log=None):
     cfg = load_config(1, [f"train_cfg.max_iters={max_iters}", "train_cfg.save_iter=2",
                           "train_cfg.log_iter=1", "train_cfg.warmup_iters=0",
                           "train_cfg.eval_iter=0", *extra])
     model = Fake()
     optimizer = paddle.optimizer.Momentum(0.1, parameters=model.parameters())
     return Trainer(cfg, model, model, fake_criterion, optimizer, None, 0.1, str(tmp_path),
-                   meta={"config": cfg.name}), model
+                   meta={"config": cfg.name}, log=log), model
 
 
 def test_runs_logs_saves_and_reshuffles(tmp_path):
@@ -159,3 +160,66 @@ def test_a_full_disk_under_the_log_is_an_output_error(tmp_path):
                                           ".*train.log"):
         log("second line")
     assert (tmp_path / "train.log").read_text() == "first line\n"
+
+
+def test_scalars_go_to_metrics_jsonl_and_a_resumed_run_appends(tmp_path):
+    from tools.training.metrics import read_metrics
+
+    first, _ = trainer(tmp_path, max_iters=2)
+    first.train([batch(1.0), batch(2.0)], Sampler())
+    resumed, _ = trainer(tmp_path, max_iters=4)
+    resumed.train([batch(1.0)], Sampler(), start_iter=2)
+    lines = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert [(r["iteration"], r.get("event")) for r in lines] == [
+        (0, "start"), (1, None), (2, None), (2, "start"), (3, None), (4, None)]
+    records = read_metrics(str(tmp_path / "metrics.jsonl"))
+    assert [r["iteration"] for r in records] == [1, 2, 3, 4]
+    logged = [line for line in (tmp_path / "train.log").read_text().splitlines()
+              if line.startswith("iter ")]
+    for record, line in zip(records, logged):
+        # The same numbers as the log line: the loss, its parts, the LR, the two times.
+        words = line.replace("(", " ").replace(")", " ").replace(",", " ").split()
+        assert f"{record['train/loss']:.4f}" == words[3]
+        assert f"{record['train/loss_ins']:.4f}" == words[5]
+        assert f"{record['train/loss_cate']:.4f}" == words[7]
+        assert f"{record['train/lr']:.6g}" == words[9]
+        assert f"{record['train/data_time']:.3f}" == words[13]
+        assert record["train/step_time"] >= record["train/data_time"] >= 0
+    assert sorted(records[0]) == ["iteration", "time", "train/data_time", "train/loss",
+                                  "train/loss_cate", "train/loss_ins", "train/lr",
+                                  "train/step_time"]
+
+
+def test_evaluation_ap_goes_to_metrics_and_visualdl_only_with_vdl(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    from tools.training.metrics import curve, read_metrics
+
+    tags = []
+
+    class LogWriter:
+        def __init__(self, logdir):
+            pass
+
+        def add_scalar(self, tag, value, step):
+            tags.append((tag, step))
+
+        def close(self):
+            pass
+
+    monkeypatch.setitem(sys.modules, "visualdl", types.SimpleNamespace(LogWriter=LogWriter))
+    run, _ = trainer(tmp_path / "plain", max_iters=2, extra=["train_cfg.eval_iter=2"])
+    run.evaluate = lambda: {"AP": 0.25, "AP50": 0.5, "AP75": 0.125, "detections": 3,
+                            "images": 1}
+    run.train([batch(1.0)], Sampler())
+    assert tags == []  # VisualDL is installed (here: a stand-in) but --vdl was not given
+    assert curve(read_metrics(str(tmp_path / "plain" / "metrics.jsonl")), "eval/AP") == (
+        [2], [0.25])
+
+    run, _ = trainer(tmp_path / "vdl", max_iters=2, extra=["train_cfg.eval_iter=2"],
+                     log=TrainLog(str(tmp_path / "vdl"), vdl=True))
+    run.evaluate = lambda: {"AP": 0.25, "AP50": 0.5, "AP75": 0.125, "detections": 3,
+                            "images": 1}
+    run.train([batch(1.0)], Sampler())
+    assert ("eval/AP", 2) in tags and ("train/loss", 1) in tags and ("train/lr", 2) in tags
