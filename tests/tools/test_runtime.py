@@ -32,6 +32,20 @@ def test_fast_path_is_set_only_on_amd_with_avx2(tmp_path, cpu, environ, expected
     assert (note is not None) == (expected == "5" and "MKL_DEBUG_CPU_TYPE=5" in note)
 
 
+def test_reproducible_sums_are_asked_for_with_the_fast_path(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(AMD)
+    environ = {}
+    amd_mkl_fast_path(environ, str(cpuinfo))
+    assert environ["MKL_CBWR"] == "AVX2,STRICT"
+    environ = {"MKL_CBWR": "COMPATIBLE"}  # the user's choice stays
+    amd_mkl_fast_path(environ, str(cpuinfo))
+    assert environ == {"MKL_CBWR": "COMPATIBLE", "MKL_DEBUG_CPU_TYPE": "5"}
+    environ = {"MKL_DEBUG_CPU_TYPE": "5"}  # set by hand: nothing else is added
+    amd_mkl_fast_path(environ, str(cpuinfo))
+    assert environ == {"MKL_DEBUG_CPU_TYPE": "5"}
+
+
 def test_unreadable_cpuinfo_leaves_the_environment_alone(tmp_path):
     environ = {}
     assert amd_mkl_fast_path(environ, str(tmp_path / "missing")) is None
@@ -46,7 +60,7 @@ seen = []
 class Probe:
     def find_spec(self, name, path=None, target=None):
         if name == "paddle" and not seen:
-            seen.append(os.environ.get("MKL_DEBUG_CPU_TYPE"))
+            seen.append((os.environ.get("MKL_DEBUG_CPU_TYPE"), os.environ.get("MKL_CBWR")))
         return None
 sys.meta_path.insert(0, Probe())
 sys.argv = [sys.argv[1], "--help"]
@@ -70,9 +84,9 @@ def test_every_entry_point_sets_it_before_paddle_loads(script):
     if "AuthenticAMD" not in open("/proc/cpuinfo").read():
         pytest.skip("the fast path only applies to AMD CPUs")
     env = {k: v for k, v in os.environ.items()
-           if k not in ("MKL_DEBUG_CPU_TYPE", "SOLOV2_AMD_FAST_PATH")}
+           if k not in ("MKL_DEBUG_CPU_TYPE", "MKL_CBWR", "SOLOV2_AMD_FAST_PATH")}
     done = subprocess.run([sys.executable, "-c", PROBE, script], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "MKL_AT_PADDLE_IMPORT='5'" in done.stdout, done.stdout[-2000:]
+    assert "MKL_AT_PADDLE_IMPORT=('5', 'AVX2,STRICT')" in done.stdout, done.stdout[-2000:]
     assert "note: AMD CPU with AVX2: set MKL_DEBUG_CPU_TYPE=5" in done.stdout  # it says so

@@ -228,7 +228,7 @@ def time_as_shipped(cfg, weights, batch, repeats):
     import sys
     import tempfile
 
-    env = {k: v for k, v in os.environ.items() if k != "MKL_DEBUG_CPU_TYPE"}
+    env = {k: v for k, v in os.environ.items() if k not in ("MKL_DEBUG_CPU_TYPE", "MKL_CBWR")}
     env["SOLOV2_AMD_FAST_PATH"] = "0"
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     with tempfile.TemporaryDirectory() as tmp:
