@@ -13,10 +13,18 @@ stage: read, preprocess, forward (network), postprocess (everything after the ne
 inside the exported graph for the exported engines) and draw (draw + encode). Stages run in
 overlapping threads, so images/s is not 1000 / (sum of stages).
 
-The exported engines run the network and post-processing graphs that
-``tools/export_model.py --split`` saves, so the two are timed apart; the model is exported
-once into the cache folder. Matrix NMS is also timed on its own, on 500 random masks of the
-mask-feature size of a padded test-size image.
+The exported engines run as demo.py runs them (``--mode network``): the network graph in
+the engine, then the same numpy post-processing as the dygraph engine; ``--mode graph``
+runs the one graph with post-processing inside that deployments use, ``--mode split`` its
+network and post-processing graphs apart. The model is exported once into the cache folder.
+Matrix NMS is also timed on its own, on 500 random masks of the mask-feature size of a
+padded test-size image.
+
+--compare-ppdet (with paddledet installed, a development dependency) builds
+PaddleDetection 2.6's SOLOv2 with this config's architecture and the same weights, checks
+that its raw outputs equal ours on the first image, and times the two network forwards
+interleaved at 1 thread (PaddleDetection's default) and at every core
+(tools/dev/ppdet_compare.py); configs 0, 2 and 3 have a PaddleDetection 2.6 twin.
 
 --fixture-weights uses the deterministic stand-in weights of tools/weights/standin.py (the
 published files' containers, synthetic values), for machines without the published files:
@@ -51,7 +59,7 @@ from tools.deploy.benchmark import (  # noqa: E402
     time_matrix_nms,
 )
 from tools.errors import ConfigError, entry_point  # noqa: E402
-from tools.inference.backends import BACKENDS, load_backend  # noqa: E402
+from tools.inference.backends import BACKENDS, MODES, load_backend  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -75,6 +83,15 @@ def parse_args(argv=None):
                              "candidates of the first image, for each N in a comma list")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: test_size=(128, 192), one image, one timed pass")
+    parser.add_argument("--mode", choices=MODES, default="network",
+                        help="how the exported engines run: network (the network graph, then "
+                             "the numpy post-processing, as demo.py runs them; default), graph "
+                             "(the one graph with post-processing inside), split (network and "
+                             "post-processing graphs, timed apart)")
+    parser.add_argument("--compare-ppdet", action="store_true",
+                        help="also time PaddleDetection 2.6's SOLOv2 (same architecture, "
+                             "weights and input; needs paddledet, requirements-dev.txt) "
+                             "beside our network, at 1 thread and at every core")
     return parser.parse_intermixed_args(argv)
 
 
@@ -101,7 +118,7 @@ def main(argv=None):
     results, notes, sweeps, outputs = {}, [], {}, None
     for engine in engines:
         predictor, style = load_backend(engine, cfg, model_path=weights, model_dir=model_dir,
-                                        threads=args.threads, split=True)
+                                        threads=args.threads, mode=args.mode)
         results[engine] = time_engine(predictor, style, cfg, paths, repeats, class_names)
         if getattr(predictor, "description", engine) != engine:  # e.g. how oneDNN ran
             notes.append(predictor.description)
@@ -112,6 +129,11 @@ def main(argv=None):
             sweeps[engine] = postprocess_sweep(engine, predictor, *outputs, cfg, args.sweep,
                                                repeats)
     nms = time_matrix_nms(cfg, repeats)
+    side = None
+    if args.compare_ppdet:  # a development dependency: imported only when asked for
+        from tools.dev.ppdet_compare import compare_ppdet
+
+        side = compare_ppdet(cfg, weights, paths[0], repeats)
     load_after = os.getloadavg()
 
     print(f"\nconfig {args.config} ({cfg.name}), test_size {cfg.test_size}, {len(paths)} images "
@@ -129,6 +151,8 @@ def main(argv=None):
         print(sweep_table(sweeps, results))
     print(f"Matrix NMS, 500 masks of {nms[3][0]}x{nms[3][1]} (dygraph): "
           f"{1000 * nms[0]:.0f} ms median ({1000 * nms[1]:.0f}-{1000 * nms[2]:.0f})")
+    if side is not None:
+        print(side.table(results.get("dygraph")))
     if "dygraph" in results and len(results) > 1:
         base = statistics.median(results["dygraph"][0])
         best = max((e for e in results if e != "dygraph"),
