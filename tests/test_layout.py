@@ -6,9 +6,9 @@ import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Lowest first. A module may import its own layer and the layers before it.
-LAYERS = ["tools.runtime", "tools.errors", "tools.files", "config", "model", "tools.data",
-          "tools.weights", "tools.inference", "tools.evaluation", "tools.training", "tools.deploy",
-          "tools.dev"]
+LAYERS = ["tools.runtime", "tools.errors", "tools.files", "tools.device", "config", "model",
+          "tools.data", "tools.weights", "tools.inference", "tools.evaluation", "tools.training",
+          "tools.deploy", "tools.dev"]
 SCRIPTS = {"demo", "train", "eval", "test_dev", "tools.export_model", "tools.benchmark",
            "tools.benchmark_pipeline", "tools.make_synthetic_coco", "tools.plot_metrics"}
 

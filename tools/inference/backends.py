@@ -26,6 +26,7 @@ import numpy as np
 import paddle
 
 from ..data.preprocess import preprocess_style
+from ..device import gpu_index, onnx_providers
 from ..errors import UserError
 from ..runtime import cpu_cores, use_all_cpu_cores
 
@@ -58,8 +59,9 @@ class DygraphPredictor:
         return results
 
 
-def load_dygraph(cfg, model_path):
-    """(DygraphPredictor, preprocessing style) for a weight file.
+def load_dygraph(cfg, model_path, device="cpu"):
+    """(DygraphPredictor, preprocessing style) for a weight file, on ``device`` (a
+    tools.device.select_device string).
 
     Raises tools.weights.load.MissingWeightsError (with download/convert instructions) when
     the file does not exist, WeightFileError / ConversionError when it does not fit the
@@ -69,7 +71,9 @@ def load_dygraph(cfg, model_path):
 
     from ..weights.load import load_weights
 
-    use_all_cpu_cores()
+    paddle.set_device(device)
+    if device == "cpu":
+        use_all_cpu_cores()
     model = build_model(cfg)
     meta = load_weights(model, model_path, cfg)
     return DygraphPredictor(model, build_postprocess(cfg)), preprocess_style(cfg, meta)
@@ -117,6 +121,22 @@ def read_deploy_info(model_dir):
     return info
 
 
+TENSORRT = (None, "fp32", "fp16")
+
+
+def _paddle_trt_precision(inference, tensorrt, log):
+    """Paddle Inference's precision enum for ``tensorrt`` ('fp32' / 'fp16'), or None when not
+    asked for or when this Paddle was built without TensorRT (said in one line)."""
+    if tensorrt is None:
+        return None
+    if tuple(inference.get_trt_compile_version()) == (0, 0, 0):
+        (log or print)("note: this Paddle is built without TensorRT; running Paddle "
+                       "Inference on the GPU without it")
+        return None
+    return {"fp32": inference.PrecisionType.Float32,
+            "fp16": inference.PrecisionType.Half}[tensorrt]
+
+
 class PaddleInferenceRunner:
     """One saved graph (``prefix``.json + .pdiparams) in a paddle.inference predictor.
 
@@ -129,11 +149,17 @@ class PaddleInferenceRunner:
 
     ONEDNN_ERRORS = (NotImplementedError, ValueError, RuntimeError)
 
-    def __init__(self, prefix, threads=None, onednn="auto"):
+    def __init__(self, prefix, threads=None, onednn="auto", device="cpu", tensorrt=None,
+                 trt_shapes=None, log=None):
         from paddle import inference
 
         self._inference = inference
         self.prefix, self.threads = prefix, threads or cpu_cores()
+        self.device, self.tensorrt = device, None
+        if gpu_index(device) is not None:
+            onednn = False  # a CPU library
+            self.tensorrt = _paddle_trt_precision(inference, tensorrt, log)
+        self.trt_shapes = trt_shapes
         if not os.path.exists(prefix + ".json"):
             raise BackendError(f"{prefix}.json not found; export the model again")
         self.auto = onednn == "auto"
@@ -148,10 +174,20 @@ class PaddleInferenceRunner:
 
     def _create(self, onednn):
         config = self._inference.Config(self.prefix + ".json", self.prefix + ".pdiparams")
-        config.disable_gpu()
-        config.set_cpu_math_library_num_threads(self.threads)
-        # Paddle 3 enables oneDNN by default on CPU; be explicit either way.
-        config.enable_onednn() if onednn else config.disable_onednn()
+        index = gpu_index(self.device)
+        if index is None:
+            config.disable_gpu()
+            config.set_cpu_math_library_num_threads(self.threads)
+            # Paddle 3 enables oneDNN by default on CPU; be explicit either way.
+            config.enable_onednn() if onednn else config.disable_onednn()
+        else:
+            config.enable_use_gpu(256, index)  # initial memory pool in MB
+            if self.tensorrt is not None:
+                config.enable_tensorrt_engine(
+                    workspace_size=1 << 30, max_batch_size=1, min_subgraph_size=3,
+                    precision_mode=self.tensorrt, use_static=False, use_calib_mode=False)
+                if self.trt_shapes:  # input sizes vary from image to image
+                    config.set_trt_dynamic_shape_info(*self.trt_shapes)
         config.disable_glog_info()
         return self._inference.create_predictor(config)
 
@@ -180,10 +216,11 @@ class PaddleInferenceRunner:
 
 
 class OnnxRunner:
-    """One ONNX file in an onnxruntime CPU session with ``threads`` intra-op threads (default
-    every core)."""
+    """One ONNX file in an onnxruntime session with ``threads`` intra-op threads (default
+    every core), on the CPU or, with onnxruntime-gpu, through its CUDA (and TensorRT)
+    execution providers (tools/device.py onnx_providers)."""
 
-    def __init__(self, path, threads=None):
+    def __init__(self, path, threads=None, device="cpu", tensorrt=None, log=None):
         try:
             import onnxruntime
         except ImportError:
@@ -197,8 +234,15 @@ class OnnxRunner:
         options.inter_op_num_threads = 1
         # Errors only: graph optimisation otherwise prints a warning per node it leaves.
         options.log_severity_level = 3
-        self.session = onnxruntime.InferenceSession(path, options,
-                                                    providers=["CPUExecutionProvider"])
+        providers = onnx_providers(device, onnxruntime.get_available_providers(),
+                                   tensorrt=tensorrt is not None, log=log)
+        if tensorrt == "fp16":
+            providers = [(name, dict(opts, trt_fp16_enable=True))
+                         if name == "TensorrtExecutionProvider" else (name, opts)
+                         for name, opts in (p if isinstance(p, tuple) else (p, {})
+                                            for p in providers)]
+        self.session = onnxruntime.InferenceSession(path, options, providers=providers)
+        self.providers = self.session.get_providers()
         self.inputs = [i.name for i in self.session.get_inputs()]
 
     def __call__(self, feeds):
@@ -230,7 +274,7 @@ class ExportedPredictor:
     in one of MODES (see above). 'network' needs ``cfg`` for the post-processing."""
 
     def __init__(self, model_dir, engine, threads=None, mode="network", onednn="auto",
-                 cfg=None):
+                 cfg=None, device="cpu", tensorrt=None, log=None):
         self.info = read_deploy_info(model_dir)
         if mode not in MODES:
             raise BackendError(f"unknown mode {mode!r}; choose one of {MODES}")
@@ -246,23 +290,35 @@ class ExportedPredictor:
             from model.postprocess import build_postprocess
 
             self.postprocess = build_postprocess(cfg)
+        if tensorrt not in TENSORRT:
+            raise BackendError(f"unknown TensorRT precision {tensorrt!r}; use fp32 or fp16")
+        if tensorrt is not None and gpu_index(device) is None:
+            raise BackendError("TensorRT runs on a GPU: pass --device gpu with --tensorrt")
+        self.device = device
         self.runners = {}
         for part in _MODE_PARTS[mode]:
             prefix = os.path.join(model_dir, part)
             if engine == "onnx":
-                self.runners[part] = OnnxRunner(prefix + ".onnx", threads)
+                self.runners[part] = OnnxRunner(prefix + ".onnx", threads, device, tensorrt,
+                                                log)
             elif engine == "paddle-inference":
-                self.runners[part] = PaddleInferenceRunner(prefix, threads, onednn)
+                shapes = _trt_shapes(self.info, part) if tensorrt else None
+                self.runners[part] = PaddleInferenceRunner(prefix, threads, onednn, device,
+                                                           tensorrt, shapes, log)
             else:
                 raise BackendError(f"unknown engine {engine!r}; choose one of {BACKENDS}")
 
     @property
     def description(self):
-        notes = []
+        notes = [] if self.device == "cpu" else [self.device]
         for part, runner in self.runners.items():
-            if isinstance(runner, PaddleInferenceRunner):
+            if isinstance(runner, PaddleInferenceRunner) and self.device == "cpu":
                 notes.append(f"{part}: oneDNN {'on' if runner.onednn else 'off'}"
                              + (f" ({runner.fallback_reason})" if runner.fallback_reason else ""))
+            elif isinstance(runner, PaddleInferenceRunner) and runner.tensorrt is not None:
+                notes.append(f"{part}: TensorRT {runner.tensorrt}")
+            elif isinstance(runner, OnnxRunner) and self.device != "cpu":
+                notes.append(f"{part}: {', '.join(runner.providers)}")
         if self.mode == "network":
             notes.append("network graph + numpy post-processing")
         return f"{self.engine}" + (f" [{'; '.join(notes)}]" if notes else "")
@@ -299,6 +355,15 @@ class ExportedPredictor:
         return results
 
 
+def _trt_shapes(info, part):
+    """(min, max, opt) input shapes for TensorRT's dynamic-shape engine: padded images from
+    32 x 32 up to the padded test size in either orientation."""
+    short, long_side = info.get("test_size", (800, 1333))
+    top = -(-int(long_side) // 32) * 32
+    opt = [1, 3, -(-int(short) // 32) * 32, top]
+    return ({"image": [1, 3, 32, 32]}, {"image": [1, 3, top, top]}, {"image": opt})
+
+
 def add_engine_arguments(parser):
     """``--engine`` and ``--model-dir``, as demo.py, eval.py and test_dev.py take them."""
     parser.add_argument("--engine", choices=BACKENDS, default="dygraph",
@@ -306,21 +371,30 @@ def add_engine_arguments(parser):
                              "the folder tools/export_model.py wrote (default dygraph)")
     parser.add_argument("--model-dir", help="exported folder for --engine paddle-inference / "
                                             "onnx (default inference_model/<config name>)")
+    parser.add_argument("--tensorrt", choices=("fp32", "fp16"), default=None,
+                        help="on a GPU, run the exported engine through TensorRT at this "
+                             "precision (Paddle Inference built with TensorRT, or "
+                             "onnxruntime-gpu); never tried on this repo's machines")
     return parser
 
 
-def load_backend(engine, cfg, model_path=None, model_dir=None, threads=None, mode=None):
+def load_backend(engine, cfg, model_path=None, model_dir=None, threads=None, mode=None,
+                 device="cpu", tensorrt=None):
     """(predictor, preprocessing style) for backend ``engine``; the one call demo.py,
     eval.py, test_dev.py and tools/benchmark.py make.
 
     dygraph reads ``model_path`` (default cfg.test_cfg.model_path); the exported backends
     read ``model_dir`` (default inference_model/<config name>) and take the preprocessing
     style recorded there at export. ``mode`` (exported backends; see MODES) defaults to
-    'network' where the folder has the network graph, else 'graph'. Raises BackendError, or
-    the weight loader's errors.
+    'network' where the folder has the network graph, else 'graph'. ``device`` is a
+    tools.device.select_device string; ``tensorrt`` ('fp32' / 'fp16', GPU only) asks the
+    exported engines for TensorRT. Raises BackendError, or the weight loader's errors.
     """
     if engine == "dygraph":
-        return load_dygraph(cfg, model_path or cfg.test_cfg.model_path)
+        if tensorrt is not None:
+            raise BackendError("--tensorrt is for the exported engines (paddle-inference, "
+                               "onnx), not dygraph")
+        return load_dygraph(cfg, model_path or cfg.test_cfg.model_path, device)
     if engine not in BACKENDS:
         raise BackendError(f"unknown engine {engine!r}; choose one of {', '.join(BACKENDS)}")
     model_dir = model_dir or default_model_dir(cfg)
@@ -340,4 +414,5 @@ def load_backend(engine, cfg, model_path=None, model_dir=None, threads=None, mod
             raise BackendError(f"{model_dir} was exported with other post-processing "
                                f"settings: {', '.join(differ)}; export again with the same "
                                "key=value overrides")
-    return ExportedPredictor(model_dir, engine, threads, mode, cfg=cfg), info["preprocess"]
+    return (ExportedPredictor(model_dir, engine, threads, mode, cfg=cfg, device=device,
+                              tensorrt=tensorrt), info["preprocess"])

@@ -86,3 +86,33 @@ def test_a_damaged_deploy_json_says_export_again(tmp_path, content, message):
     with pytest.raises(BackendError, match="export the model again") as info:
         load_backend("onnx", load_config(2), model_dir=str(tmp_path))
     assert message in str(info.value)
+
+
+def test_tensorrt_needs_a_gpu_and_an_exported_engine(exported2):
+    cfg, weights, model_dir, _ = exported2
+    with pytest.raises(BackendError, match="TensorRT runs on a GPU"):
+        load_backend("onnx", cfg, model_dir=model_dir, tensorrt="fp16")
+    with pytest.raises(BackendError, match="exported engines"):
+        load_backend("dygraph", cfg, weights, tensorrt="fp32")
+
+
+def test_trt_shapes_cover_every_padded_input():
+    from tools.inference.backends import _trt_shapes
+
+    low, high, opt = _trt_shapes({"test_size": [512, 852]}, "network")
+    assert low["image"] == [1, 3, 32, 32] and high["image"] == [1, 3, 864, 864]
+    assert opt["image"] == [1, 3, 512, 864]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("engine", ["paddle-inference", "onnx"])
+def test_exported_engines_on_the_gpu_give_the_cpu_masks(exported2, engine):
+    cfg, weights, model_dir, _ = exported2
+    reference = predict(engine, cfg, weights, model_dir)
+    predictor, style = load_backend(engine, cfg, model_dir=model_dir, device="gpu:0")
+    from tools.inference.predictor import predict_stream
+
+    ours = predict_stream(predictor, PHOTOS, cfg.test_size, cfg.pixel_mean, cfg.pixel_std,
+                          style, batch_size=len(PHOTOS))
+    for a, b in zip(ours, reference):
+        assert_same_detections(a, b)
