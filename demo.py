@@ -3,23 +3,25 @@
     python demo.py --config=2                      # images/test -> images/res
     python demo.py --config=0 --input photo.jpg --output out/ --thresh 0.5
     python demo.py --config=2 --engine onnx        # the model exported by tools/export_model.py
+    python demo.py --weights output/<run>/model_final.pdparams   # config and classes from it
 """
 
 import os
 import sys
 import time
 
-from config import config_parser, config_table, load_config, positive_int, probability
+from config import config_parser, config_table, positive_int, probability
 from tools.data.coco import load_class_names
 from tools.data.preprocess import list_images
 from tools.errors import MissingInputError, entry_point
 from tools.inference.backends import add_engine_arguments, load_backend
 from tools.inference.predictor import StageTimes, predict_stream, progress_bar
 from tools.inference.visualize import draw_instances, save_image
+from tools.weights.describe import load_described_config, summary
 
 
 def parse_args(argv=None):
-    parser = config_parser(__doc__)
+    parser = config_parser(__doc__, weights=True)
     parser.add_argument("--input", help="image file, folder or glob (default test_cfg.input)")
     parser.add_argument("--output", help="folder for drawn images (default test_cfg.output)")
     parser.add_argument("--batch-size", type=positive_int, help="images per forward pass")
@@ -34,15 +36,18 @@ def parse_args(argv=None):
 @entry_point
 def main(argv=None):
     args = parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
+    cfg, described = load_described_config(args.config, args.overrides, args.weights,
+                                           "test_cfg")
     test = cfg.test_cfg
     input_spec = args.input or test.input
     output_dir = args.output or test.output
     batch_size = args.batch_size or test.batch_size
     thresh = test.draw_thresh if args.thresh is None else args.thresh
     print(config_table(cfg))
+    if described:
+        print(summary(described))
 
-    class_names = load_class_names(cfg)
+    class_names = (described or {}).get("class_names") or load_class_names(cfg)
     paths = list_images(input_spec)
     predictor, style = load_backend(args.engine, cfg, test.model_path, args.model_dir)
     print(f"{len(paths)} images from {input_spec}; preprocessing style {style!r}")

@@ -1,6 +1,7 @@
 """COCO mask AP and box AP of SOLOv2 weights on a COCO-style validation set.
 
     python eval.py --config=2                  # eval_cfg.model_path on val_path / val_pre_path
+    python eval.py --weights output/<run>/model_final.pdparams   # config and data from the file
     python eval.py --config=0 --per-class eval_cfg.batch_size=4 --limit 500
     python eval.py --config=2 --from-json eval_results/<weights>/instances_val2017_results.json
 

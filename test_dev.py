@@ -1,6 +1,7 @@
 """Predict COCO test-dev and write the results file COCO's evaluation server takes.
 
     python test_dev.py --config=2      # eval_cfg.model_path on test_path / test_pre_path
+    python test_dev.py --weights output/<run>/model_final.pdparams   # config from the file
 
 Writes detections_test-dev2017_solov2_results.json (instance masks as RLE) and the same
 file zipped, ready to upload, under <eval_cfg.output_dir>/<weights>/ (or --output).

@@ -3,17 +3,18 @@ loading the set and the model, and where results go."""
 
 import os
 
-from config import config_parser, config_table, load_config, positive_int
+from config import config_parser, config_table, positive_int
 
 from ..data.coco import CocoSet
 from ..inference.backends import add_engine_arguments, default_model_dir, load_backend
+from ..weights.describe import load_described_config, summary
 from ..weights.files import WeightFileError
 
 
 def eval_parser(description, output_metavar, output_help):
-    """The parser eval.py and test_dev.py start from: --config, key=value, --workers,
-    --engine, --model-dir and --output (what it names differs: ``output_help``)."""
-    parser = config_parser(description)
+    """The parser eval.py and test_dev.py start from: --config, key=value, --weights,
+    --workers, --engine, --model-dir and --output (what it names differs: ``output_help``)."""
+    parser = config_parser(description, weights=True)
     parser.add_argument("--output", metavar=output_metavar, help=output_help)
     parser.add_argument("--workers", type=positive_int, default=2,
                         help="reader and encoder threads each")
@@ -23,9 +24,14 @@ def eval_parser(description, output_metavar, output_help):
 
 def load_eval_config(args):
     """The config of ``args``, printed as a table; ConfigError for an unknown field or an
-    unusable value (config/checks.py)."""
-    cfg = load_config(args.config, args.overrides)
+    unusable value (config/checks.py). A weight file written by train.py (--weights, or
+    a model_path override) gives the config number, its overrides and num_classes
+    (tools/weights/describe.py)."""
+    cfg, described = load_described_config(args.config, args.overrides, args.weights,
+                                           "eval_cfg")
     print(config_table(cfg))
+    if described:
+        print(summary(described))
     return cfg
 
 
@@ -37,7 +43,8 @@ def load_set_and_model(cfg, args, ann_file, image_dir):
     coco = CocoSet(ann_file, image_dir)
     coco.check_classes(cfg.num_classes)
     if args.engine == "dygraph" and not cfg.eval_cfg.model_path:
-        raise WeightFileError("no weights given: set model_path=PATH (or eval_cfg.model_path)")
+        raise WeightFileError("no weights given: pass --weights FILE or set model_path=PATH "
+                              "(or eval_cfg.model_path)")
     predictor, style = load_backend(args.engine, cfg, cfg.eval_cfg.model_path, args.model_dir)
     source = weights_source(cfg, args.engine, args.model_dir)
     print(f"{len(coco.image_ids)} images in {ann_file}; weights {source}; "

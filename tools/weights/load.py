@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-from .convert import ConversionError, convert_arrays, convert_state, source_kind
+from .convert import SOURCES, ConversionError, convert_arrays, convert_state, source_kind
 from .files import WeightFileError, check_finite, load_any
 
 
@@ -27,8 +27,8 @@ def missing_weights_message(path, cfg):
     for src in sources:
         lines.append(f"  wget -O {src.file} '{src.url}'")
         lines.append(f"  python {src.converter} {src.file}    # writes {src.output}")
-    lines.append("or point the config at your file: model_path=PATH (test_cfg.model_path or "
-                 "eval_cfg.model_path for one stage)")
+    lines.append("or give your file: --weights FILE, or model_path=PATH (test_cfg.model_path "
+                 "or eval_cfg.model_path for one stage)")
     return "\n".join(lines)
 
 
@@ -78,7 +78,10 @@ def load_initial_weights(model, path, cfg, log=print):
     check_finite(arrays, path)
     kind = source_kind(arrays, container)
     if kind != "ours":
-        arrays, _ = convert_arrays(cfg, arrays, kind, path)  # raises on an unknown layout
+        # Converted for the file's own class count, so that a published COCO file can start
+        # a model for other classes (the strict converter refuses any other shape).
+        arrays, _ = convert_arrays(_for_source_classes(cfg, arrays, kind), arrays, kind,
+                                   path)  # raises on an unknown layout
     state = model.state_dict()
     shapes = {k: tuple(v.shape) for k, v in state.items()}
     notes = []
@@ -106,6 +109,22 @@ def load_initial_weights(model, path, cfg, log=print):
                + (f"; {'; '.join(notes)}" if notes else ""))
     log(summary)
     return summary
+
+
+def _for_source_classes(cfg, arrays, kind):
+    """``cfg``, or a copy with num_classes set to the number of classes a published file of
+    ``kind`` predicts when that differs (the rest of the architecture must still match)."""
+    if kind not in SOURCES:
+        return cfg  # convert_arrays names the unknown layout
+    source = dict(SOURCES[kind][0](cfg)).get("head.solo_cate.bias")
+    if source not in arrays or arrays[source].ndim != 1:
+        return cfg
+    classes = int(arrays[source].shape[0])
+    if classes == cfg.num_classes:
+        return cfg
+    other = cfg.copy()
+    other.num_classes = classes
+    return other
 
 
 def _initial_weights_hint(cfg):

@@ -37,6 +37,32 @@ def test_other_class_count_reinitialises_only_the_category_output(tmp_path):
     assert "80 classes" in messages[0] and "head.solo_cate re-initialised" in messages[0]
 
 
+def test_a_published_coco_file_starts_a_model_for_other_classes(tmp_path):
+    """Fine-tuning from config 2's file as downloaded: it is converted for its own 80
+    classes (the strict converter refuses any other shape), then every tensor except the
+    category output loads."""
+    coco = load_config(2)
+    source = str(tmp_path / "static.pdparams")
+    fx.save_fluid_pickle(source, fx.make_state(fx.ppdet_static_keys(**fx.STATIC_LIGHT_512)))
+    reference = build_model(coco)
+    load_weights(reference, source, coco)
+    expected = state_of(reference)
+    cfg = load_config(2, ["num_classes=3"])
+    paddle.seed(2)
+    model = build_model(cfg)
+    fresh = state_of(model)
+    messages = []
+    load_initial_weights(model, source, cfg, log=messages.append)
+    for name, value in state_of(model).items():
+        if name.startswith("head.solo_cate."):
+            np.testing.assert_array_equal(value, fresh[name])
+        else:
+            np.testing.assert_array_equal(value, expected[name], err_msg=name)
+    assert f"{len(expected) - 2}/{len(expected)} tensors loaded" in messages[0]
+    assert "the file predicts 80 classes, the config 3: head.solo_cate re-initialised" \
+        in messages[0]
+
+
 def test_backbone_only_file_keeps_the_rest(tmp_path):
     paddle.seed(1)
     cfg = load_config(1, ["num_classes=3"])
