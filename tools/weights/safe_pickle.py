@@ -219,6 +219,9 @@ def _reduce(func, args):
         raise PickleRefused("_codecs.encode with arguments other than (text, 'latin1')")
     if name == "bytes" and not items:
         return b""
+    if name == "ndarray":
+        raise PickleRefused("the file calls numpy.ndarray(...) itself, which makes an array "
+                            "of uninitialised memory, not weights; refusing it")
     raise PickleRefused(f"the file calls {name} with arguments it never needs")
 
 

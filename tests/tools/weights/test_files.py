@@ -142,3 +142,40 @@ def test_interrupted_save_leaves_no_file_and_keeps_the_old_one(tmp_path, monkeyp
         save_pdparams({"a": np.ones(3, np.float32)}, str(path))
     assert os.listdir(tmp_path) == ["out.pdparams"]
     assert path.read_bytes() == before
+
+
+def test_check_finite_names_the_tensors_and_counts_them():
+    from tools.weights.files import check_finite
+
+    arrays = {f"layer{i}.weight": np.ones(3, np.float32) for i in range(9)}
+    arrays["steps"] = np.array([2 ** 62], np.int64)  # integers have no NaN
+    assert check_finite(arrays, "w.pdparams") is arrays
+    for i, bad in enumerate([np.nan, np.inf, -np.inf, np.nan, np.nan, np.nan, np.nan]):
+        arrays[f"layer{i}.weight"] = np.array([1, bad], np.float16 if i % 2 else np.float64)
+    with pytest.raises(WeightFileError) as err:
+        check_finite(arrays, "w.pdparams")
+    message = str(err.value)
+    assert message.startswith("w.pdparams: 7 tensor(s) hold NaN or infinite values "
+                              "(layer0.weight, layer1.weight, layer2.weight, layer3.weight, "
+                              "layer4.weight and 2 more)")
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("dtype, message", [("bfloat16", "has no numpy form"),
+                                            ("complex64", "not a number type")])
+def test_pth_tensors_must_be_plain_numbers(tmp_path, dtype, message):
+    torch = pytest.importorskip("torch")
+    path = str(tmp_path / "w.pth")
+    torch.save({"state_dict": {"w": torch.zeros(2, dtype=getattr(torch, dtype))}}, path)
+    with pytest.raises(WeightFileError, match=message) as err:
+        load_torch(path)
+    assert str(err.value).startswith(path) and "\n" not in str(err.value)
+
+
+def test_meta_must_be_text_and_a_folder_is_not_a_pickle(tmp_path):
+    path = tmp_path / "m.pdparams"
+    path.write_bytes(pickle.dumps({"w": np.ones(2, np.float32), META_KEY: ["x"]}))
+    with pytest.raises(WeightFileError, match="not a table of text"):
+        load_pdparams(str(path))
+    with pytest.raises(WeightFileError, match="cannot read it"):
+        load_pdparams(str(tmp_path))

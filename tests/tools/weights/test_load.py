@@ -161,3 +161,14 @@ def test_converted_weights_load_into_a_model_that_runs(tmp_path):
     with paddle.no_grad():
         out = model(paddle.randn([1, 3, 64, 64]))
     assert np.isfinite(out["mask_feat"].numpy()).all()
+
+
+def test_load_weights_refuses_nan_weights_instead_of_predicting_nothing(tmp_path):
+    cfg = load_config(4)
+    model = build_model(cfg)
+    arrays = {k: v.numpy() for k, v in model.state_dict().items()}
+    arrays["head.solo_cate.bias"][1] = np.nan
+    path = str(tmp_path / "nan.pdparams")
+    save_pdparams(arrays, path)
+    with pytest.raises(WeightFileError, match="1 tensor.*head.solo_cate.bias"):
+        load_weights(model, path, cfg)
