@@ -12,9 +12,9 @@ import time
 
 from config import config_parser, config_table, positive_int, probability
 from tools.data.coco import load_class_names
-from tools.data.preprocess import list_images
 from tools.errors import MissingInputError, entry_point
 from tools.inference.backends import add_engine_arguments, load_backend
+from tools.inference.outputs import check_output_folders, common_folder, list_inputs, plan_outputs
 from tools.inference.predictor import StageTimes, predict_stream, progress_bar
 from tools.inference.visualize import draw_instances, save_image
 from tools.weights.describe import load_described_config, summary
@@ -48,13 +48,19 @@ def main(argv=None):
         print(summary(described))
 
     class_names = (described or {}).get("class_names") or load_class_names(cfg)
-    paths = list_images(input_spec)
+    paths = list_inputs(input_spec)
+    # Every output is named, and its folder proven writable, before anything is predicted.
+    outputs = plan_outputs(paths, output_dir)
+    check_output_folders(outputs, output_dir)
     predictor, style = load_backend(args.engine, cfg, test.model_path, args.model_dir)
-    print(f"{len(paths)} images from {input_spec}; preprocessing style {style!r}")
+    shown = input_spec if isinstance(input_spec, str) else " ".join(input_spec)
+    print(f"{len(paths)} images from {shown}; preprocessing style {style!r}")
+    if paths and any(os.sep in os.path.relpath(out, output_dir) for out in outputs):
+        print(f"drawn images keep their paths below {common_folder(paths)} under {output_dir}")
 
     def draw_and_save(item, result):
         drawn = draw_instances(item.image, result, class_names, thresh)
-        path = save_image(os.path.join(output_dir, os.path.basename(item.path)), drawn)
+        path = save_image(outputs[item.index], drawn)
         return path, int((result["scores"] >= thresh).sum())
 
     stream = dict(size=cfg.test_size, mean=cfg.pixel_mean, std=cfg.pixel_std, style=style,

@@ -9,6 +9,7 @@ Predictions are saved as a COCO results json (default under eval_cfg.output_dir)
 be computed again with --from-json without predicting.
 """
 
+import os
 import sys
 
 from config import positive_int
@@ -21,6 +22,7 @@ from tools.evaluation.cli import (
     load_set_and_model,
 )
 from tools.evaluation.predict import eval_saved, run_eval
+from tools.files import check_writable
 
 
 def parse_args(argv=None):
@@ -42,8 +44,9 @@ def main(argv=None):
         return 0
     coco, predictor, style, model_path = load_set_and_model(cfg, args, cfg.val_path,
                                                             cfg.val_pre_path)
-    run_eval(predictor, style, cfg, coco,
-             args.output or default_results_path(cfg, model_path, cfg.val_path),
+    results_path = args.output or default_results_path(cfg, model_path, cfg.val_path)
+    check_writable(os.path.dirname(os.path.abspath(results_path)), "results folder")
+    run_eval(predictor, style, cfg, coco, results_path,
              cfg.eval_cfg.batch_size, args.workers, args.limit, args.per_class,
              meta={"model_path": model_path, "config": cfg.name, "preprocess": style})
     return 0

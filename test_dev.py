@@ -18,6 +18,7 @@ from tools.evaluation.cli import (
 )
 from tools.evaluation.predict import predict_coco
 from tools.evaluation.results import write_submission
+from tools.files import check_writable
 
 
 def parse_args(argv=None):
@@ -31,7 +32,7 @@ def main(argv=None):
     cfg = load_eval_config(args)
     coco, predictor, style, model_path = load_set_and_model(cfg, args, cfg.test_path,
                                                             cfg.test_pre_path)
-    folder = args.output or output_folder(cfg, model_path)
+    folder = check_writable(args.output or output_folder(cfg, model_path), "results folder")
     batch_size = cfg.eval_cfg.batch_size
     preds = predict_coco(predictor, style, cfg, coco, batch_size=batch_size,
                          workers=args.workers, desc="test-dev")

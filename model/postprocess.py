@@ -194,10 +194,15 @@ def paste_masks(probs, crop_hw, ori_hw, mask_thr):
     """
     (crop_h, crop_w), (ori_h, ori_w) = crop_hw, ori_hw
     masks = np.empty((len(probs), ori_h, ori_w), bool)
+    # One float32 image at the original size, reused by every mask: memory stays at one
+    # image plus the binary masks, and an 8000 x 6000 photo is not given 192 MB of fresh
+    # pages per mask, which took longer than the resize itself.
+    buffer = np.empty((ori_h, ori_w), probs.dtype) if len(probs) else None
     for mask, prob in zip(masks, probs):
         h, w = prob.shape
         up = cv2.resize(prob, (4 * w, 4 * h), interpolation=cv2.INTER_LINEAR)
-        resized = cv2.resize(up[:crop_h, :crop_w], (ori_w, ori_h),
+        # (cv2 writes into ``buffer`` when size and type fit, else returns a new array.)
+        resized = cv2.resize(up[:crop_h, :crop_w], (ori_w, ori_h), dst=buffer,
                              interpolation=cv2.INTER_LINEAR)
         np.greater(resized, mask_thr, out=mask)
     return masks

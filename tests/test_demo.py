@@ -1,9 +1,14 @@
 """demo.py end to end, as a user runs it: converted weights, real photos, awkward files."""
 
+import contextlib
+import errno
+import importlib
+import io
 import os
 import shutil
 import subprocess
 import sys
+import time
 
 import cv2
 import numpy as np
@@ -148,3 +153,130 @@ def test_a_glob_or_path_that_names_nothing(tmp_path, spec, message):
                str(tmp_path / "res"))
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 1 and lines == ["error: " + message.format(tmp=tmp_path)]
+
+
+# ---------------------------------------------------------------- outputs (in-process)
+# demo.main with a stand-in predictor (one mask over the image's top-left quarter), so a
+# run takes well under a second and can count how many images reached the predictor.
+demo = importlib.import_module("demo")
+CLASSES = f"classes_path={os.path.join(ROOT, 'data', 'coco_classes.txt')}"
+
+
+class StandIn:
+    def __init__(self, delay=0.0):
+        self.images, self.delay = 0, delay
+
+    def __call__(self, batch, crop_hws, ori_hws, times):
+        self.images += len(batch)
+        time.sleep(self.delay)
+        results = []
+        for h, w in ori_hws:
+            mask = np.zeros((1, h, w), bool)
+            mask[0, :h // 2, :w // 2] = True
+            results.append({"masks": mask, "labels": np.zeros(1, np.int64),
+                            "scores": np.full(1, 0.9, np.float32),
+                            "boxes": np.array([[0, 0, w // 2, h // 2]], np.float32)})
+        return results
+
+
+@pytest.fixture
+def stand_in(monkeypatch):
+    predictor = StandIn()
+    monkeypatch.setattr(demo, "load_backend", lambda *args, **kwargs: (predictor, "mmcv"))
+    return predictor
+
+
+def run_main(*args):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = demo.main(["--config=2", CLASSES, "--workers", "1", *args])
+    return status, out.getvalue(), err.getvalue()
+
+
+def photo_folders(root, names=("a", "b")):
+    """root/<name>/cat.png for each name, each a different crop of the same photo."""
+    chelsea = cv2.imread(os.path.join(ROOT, "images", "test", "chelsea.png"))
+    paths = []
+    for k, name in enumerate(names):
+        os.makedirs(root / name, exist_ok=True)
+        path = str(root / name / "cat.png")
+        cv2.imwrite(path, chelsea[10 * k:10 * k + 96, :128])
+        paths.append(path)
+    return paths
+
+
+def contents(paths):
+    return [open(p, "rb").read() for p in paths]
+
+
+@pytest.mark.parametrize("case", ["folder onto itself", "file into its own folder"])
+def test_an_output_onto_the_inputs_is_refused_before_predicting(stand_in, tmp_path, case):
+    paths = photo_folders(tmp_path, ["a"])
+    before = contents(paths)
+    spec = str(tmp_path / "a") if case == "folder onto itself" else paths[0]
+    status, _, err = run_main("--input", spec, "--output", str(tmp_path / "a"))
+    assert status == 1 and "Traceback" not in err
+    assert "would overwrite the input" in err and "pass an output folder" in err
+    assert stand_in.images == 0
+    assert contents(paths) == before and os.listdir(tmp_path / "a") == ["cat.png"]
+
+
+def test_same_names_in_two_folders_give_two_drawings(stand_in, tmp_path):
+    paths = photo_folders(tmp_path / "photos")
+    out = tmp_path / "out"
+    status, stdout, err = run_main("--input", str(tmp_path / "photos" / "*" / "*.png"),
+                                   "--output", str(out))
+    assert status == 0, err
+    assert f"drawn images keep their paths below {tmp_path / 'photos'}" in stdout
+    for name, source in zip(("a", "b"), paths):
+        drawn = cv2.imread(str(out / name / "cat.png"))
+        original = cv2.imread(source)
+        assert drawn.shape == original.shape
+        # The bottom-right quarter is outside the stand-in's mask: the input's own pixels.
+        np.testing.assert_array_equal(drawn[60:, 80:], original[60:, 80:])
+        assert (drawn[:40, :60] != original[:40, :60]).any()
+    assert sorted(os.listdir(out)) == ["a", "b"]
+
+
+def test_output_folder_under_a_file_fails_before_predicting(stand_in, tmp_path):
+    paths = photo_folders(tmp_path)
+    (tmp_path / "file").write_text("x")
+    status, _, err = run_main("--input", paths[0], "--output", str(tmp_path / "file" / "res"))
+    assert status == 1 and "Traceback" not in err
+    assert "output folder" in err and "is not writable" in err
+    assert stand_in.images == 0
+
+
+def test_permission_denied_fails_before_predicting(stand_in, tmp_path, monkeypatch):
+    import tempfile
+
+    paths = photo_folders(tmp_path)
+
+    def denied(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", denied)
+    status, _, err = run_main("--input", paths[0], "--output", str(tmp_path / "res"))
+    assert status == 1 and "Traceback" not in err
+    assert "not writable: permission denied" in err
+    assert stand_in.images == 0
+
+
+def test_a_full_disk_stops_the_run_with_one_line(monkeypatch, tmp_path):
+    predictor = StandIn(delay=0.05)
+    monkeypatch.setattr(demo, "load_backend", lambda *args, **kwargs: (predictor, "mmcv"))
+    paths = photo_folders(tmp_path, [f"f{i:02d}" for i in range(30)])
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    status, _, err = run_main("--input", str(tmp_path / "*" / "cat.png"), "--output",
+                              str(tmp_path / "res"), "--batch-size", "1")
+    assert status == 1 and "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "no space left on the device" in errors[0]
+    # The warm-up image plus the few predicted before the first write failed, not all 30.
+    assert predictor.images < 1 + len(paths)
+    assert not [n for _, _, names in os.walk(tmp_path / "res") for n in names]
+

@@ -45,3 +45,24 @@ def test_writes_a_zipped_results_file_that_pycocotools_loads(tmp_path):
     assert len(loaded.anns) == len(records)
     assert {a["category_id"] for a in loaded.anns.values()} <= set(coco.cat_ids)
     assert f"upload {tmp_path / 'submit'}" in out.getvalue()
+
+
+def test_results_folder_under_a_file_fails_before_predicting(tmp_path, monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("predicted although the results cannot be saved")
+
+    monkeypatch.setattr(test_dev, "predict_coco", never)
+    _, image_dir, data = voc_dataset(str(tmp_path), copies=1)
+    info_file = tmp_path / "image_info_test.json"
+    info_file.write_text(json.dumps({"images": data["images"],
+                                     "categories": data["categories"]}))
+    weights = converted_checkpoint(str(tmp_path / "converted.pdparams"), 2, num_classes=4)
+    (tmp_path / "file").write_text("x")
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        status = test_dev.main([
+            "--config=2", "--output", str(tmp_path / "file" / "submit"),
+            f"test_path={info_file}", f"test_pre_path={image_dir}", "num_classes=4",
+            f"eval_cfg.model_path={weights}", "test_size=(128,192)"])
+    assert status == 1 and "Traceback" not in err.getvalue()
+    assert "error: the results folder" in err.getvalue() and "not writable" in err.getvalue()

@@ -14,6 +14,7 @@ import os
 from collections import Counter
 
 from ..errors import ConfigError, MissingInputError, UserError
+from ..files import write_text
 
 
 class AnnotationError(UserError):
@@ -166,7 +167,5 @@ def write_training_classes(cfg, coco, output_dir, log=print):
         if read_class_names(cfg.classes_path) != names:
             log(f"warning: {cfg.classes_path} does not list the annotation file's classes in "
                 f"label order; predictions will be labelled with {output_dir}/classes.txt")
-    path = os.path.join(output_dir, "classes.txt")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(names) + "\n")
-    return path
+    # Atomically (tools.files): demo.py or eval.py may be reading it while training writes.
+    return write_text(os.path.join(output_dir, "classes.txt"), "\n".join(names) + "\n")

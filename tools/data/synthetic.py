@@ -5,7 +5,8 @@ Made by ``python tools/make_synthetic_coco.py --out data/shapes --train 200 --va
 OUT/{train,val}/*.png, OUT/annotations/instances_{train,val}.json and OUT/classes.txt.
 Three classes (circle, square, triangle), 1-4 instances per image that do not overlap;
 each annotation is the polygon whose rasterised pixels were painted. Everything is
-generated offline from a seed, so the quick tour in the README runs anywhere.
+generated offline from a seed, so the quick tour in the README runs anywhere. Every file is
+written atomically (tools.files), so a dataset being made is never read half-written.
 """
 
 import json
@@ -14,6 +15,8 @@ import os
 import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
+
+from ..files import write_bytes, write_text
 
 CLASSES = ("circle", "square", "triangle")
 
@@ -83,7 +86,10 @@ def make_split(folder, split, count, rng, size=(192, 256), start_id=1):
                 "bbox": [x0, y0, float(xs.max()) + 1 - x0, float(ys.max()) + 1 - y0],
                 "segmentation": [polygon]})
         name = f"{split}_{i:05d}.png"
-        cv2.imwrite(os.path.join(folder, split, name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        ok, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise OSError(f"cv2 could not encode {name}")
+        write_bytes(os.path.join(folder, split, name), png)
         images.append({"id": i + start_id, "file_name": name, "height": h, "width": w})
     return {"images": images, "annotations": annotations,
             "categories": [{"id": k + 1, "name": n} for k, n in enumerate(CLASSES)]}
@@ -97,8 +103,6 @@ def make_dataset(out, train=200, val=40, seed=0, size=(192, 256)):
     for split, count in (("train", train), ("val", val)):
         data = make_split(out, split, count, rng, size)
         paths[split] = os.path.join(out, "annotations", f"instances_{split}.json")
-        with open(paths[split], "w") as f:
-            json.dump(data, f)
-    with open(os.path.join(out, "classes.txt"), "w") as f:
-        f.write("\n".join(CLASSES) + "\n")
+        write_text(paths[split], json.dumps(data))
+    write_text(os.path.join(out, "classes.txt"), "\n".join(CLASSES) + "\n")
     return paths

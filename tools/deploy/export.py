@@ -4,6 +4,7 @@ tools/export_model.py is the command line; :func:`export` writes into the output
     model.json, model.pdiparams   the static graph (paddle.jit.save, Paddle 3 "PIR" format)
     model.onnx                    the same graph through paddle2onnx, when it converts
     deploy.json                   preprocessing and sizes a predictor needs besides the graph
+all made in a temporary folder beside it and moved in when complete, deploy.json last.
 Inputs: image [1, 3, H, W] (normalised, padded to multiples of 32), im_shape [1, 2] (resized
 height, width) and scale_factor [1, 2] (resized / original); outputs: masks, labels, scores,
 boxes, post-processing included (model/export.py, SOLOv2Inference). ``--split`` also writes
@@ -25,10 +26,14 @@ README, "Deployment and speed"):
     the model resizes to explicit sizes (model/head.py, model/mask_feat_head.py).
 """
 
+import contextlib
 import json
 import os
+import shutil
+import tempfile
 
 from ..data.preprocess import preprocess_style
+from ..files import TMP_PREFIX, OutputError, check_writable, describe_os_error, write_text
 from ..inference.backends import DEPLOY_FORMAT, postprocess_settings
 
 ONNX_OPSET = 19  # DeformConv (DCNv2) exists in ONNX from opset 19
@@ -94,7 +99,12 @@ def export(cfg, model_path, output_dir, onnx=True, split=False, log=print):
     """Export ``cfg`` with the weights at ``model_path`` into ``output_dir``.
 
     Returns the deploy.json dict (it lists what was written and why ONNX is missing if it
-    is). Raises the weight loader's errors for a missing or mismatched weight file.
+    is). Raises the weight loader's errors for a missing or mismatched weight file, and
+    OutputError when ``output_dir`` cannot be written (checked before the export starts).
+
+    The files are made in a temporary folder and then moved into ``output_dir``
+    (:func:`publish`): even with two exports into one folder at once, it ends up holding
+    one export's files, and while they move in it has no deploy.json.
     """
     import paddle
 
@@ -105,7 +115,7 @@ def export(cfg, model_path, output_dir, onnx=True, split=False, log=print):
 
     model = build_model(cfg)
     meta = load_weights(model, model_path, cfg)
-    os.makedirs(output_dir, exist_ok=True)
+    check_writable(output_dir, "export folder")
     parts = ["all", "network", "postprocess"] if split else ["all"]
     names = {"all": "model", "network": "network", "postprocess": "postprocess"}
     info = {"format": DEPLOY_FORMAT, "config": cfg.name, "config_number": cfg.number,
@@ -116,17 +126,91 @@ def export(cfg, model_path, output_dir, onnx=True, split=False, log=print):
             "postprocess": postprocess_settings(cfg),
             "parts": [names[p] for p in parts], "onnx": {}}
     epsilon = group_norm_epsilon(model)
-    for part in parts:
-        prefix = os.path.join(output_dir, names[part])
-        layer = build_inference_model(cfg, model, part)
-        static = paddle.jit.to_static(layer, input_spec=input_specs(cfg, part),
-                                      full_graph=True)
-        paddle.jit.save(static, prefix)
-        log(f"wrote {prefix}.json / .pdiparams")
-        if onnx:
-            problem = to_onnx(prefix, prefix + ".onnx", epsilon)
-            info["onnx"][names[part]] = problem or "ok"
-            log(f"wrote {prefix}.onnx" if problem is None else f"no ONNX for {part}: {problem}")
-    with open(os.path.join(output_dir, "deploy.json"), "w") as f:
-        json.dump(info, f, indent=1)
+    staging = staging_folder(output_dir)
+    try:
+        for part in parts:
+            prefix = os.path.join(staging, names[part])
+            layer = build_inference_model(cfg, model, part)
+            static = paddle.jit.to_static(layer, input_spec=input_specs(cfg, part),
+                                          full_graph=True)
+            paddle.jit.save(static, prefix)
+            log(f"saved {names[part]}.json / .pdiparams")
+            if onnx:
+                problem = to_onnx(prefix, prefix + ".onnx", epsilon)
+                info["onnx"][names[part]] = problem or "ok"
+                log(f"saved {names[part]}.onnx" if problem is None
+                    else f"no ONNX for {part}: {problem}")
+        write_text(os.path.join(staging, "deploy.json"), json.dumps(info, indent=1))
+        moved = publish(staging, output_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log(f"wrote {', '.join(moved)} into {output_dir}")
     return info
+
+
+# Files an export may have left in its folder (paddle.jit.save's graph and weights, the ONNX
+# model); publish() removes those the new export did not make, so no stale model.onnx
+# outlives a run whose conversion failed.
+PART_NAMES = ("model", "network", "postprocess")
+PART_SUFFIXES = (".json", ".pdiparams", ".pdiparams.info", ".pdmodel", ".onnx")
+
+
+def staging_folder(output_dir):
+    """A new temporary folder beside ``output_dir`` (inside it when its parent is
+    read-only): on the same file system, so its files can be renamed into place."""
+    output_dir = os.path.abspath(output_dir)
+    prefix = f"{TMP_PREFIX}{os.path.basename(output_dir)}-"
+    try:
+        return tempfile.mkdtemp(prefix=prefix, dir=os.path.dirname(output_dir))
+    except OSError:
+        pass
+    try:
+        return tempfile.mkdtemp(prefix=TMP_PREFIX, dir=output_dir)
+    except OSError as err:
+        raise OutputError(describe_os_error(err, output_dir)) from None
+
+
+def publish(staging, output_dir):
+    """Move every file of ``staging`` into ``output_dir``, deploy.json last, and remove the
+    emptied ``staging``; returns the names moved.
+
+    deploy.json is removed first and put back last, so a predictor started meanwhile is
+    told to export (tools/inference/backends.py reads deploy.json before the graphs)
+    instead of loading files of two exports; an exclusive lock on the folder keeps two
+    exports from interleaving their moves."""
+    names = sorted(n for n in os.listdir(staging) if n != "deploy.json") + ["deploy.json"]
+    deploy = os.path.join(output_dir, "deploy.json")
+    try:
+        with _folder_lock(output_dir):
+            for name in names:  # on disk before they are renamed into sight
+                with open(os.path.join(staging, name), "rb") as f:
+                    os.fsync(f.fileno())
+            if os.path.exists(deploy):
+                os.remove(deploy)
+            for name in names[:-1]:
+                os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
+            stale = {part + suffix for part in PART_NAMES for suffix in PART_SUFFIXES}
+            for name in sorted((stale - set(names)) & set(os.listdir(output_dir))):
+                os.remove(os.path.join(output_dir, name))
+            os.replace(os.path.join(staging, "deploy.json"), deploy)
+        os.rmdir(staging)
+    except OSError as err:
+        raise OutputError(describe_os_error(err, output_dir)) from None
+    return names
+
+
+@contextlib.contextmanager
+def _folder_lock(folder):
+    """An exclusive flock on ``folder`` itself (no lock file is left behind); no lock
+    where fcntl does not exist (Windows)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

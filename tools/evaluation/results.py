@@ -7,6 +7,7 @@ Each record also carries the ``bbox`` [x, y, w, h] of its mask, so one file serv
 mask AP and box AP; :mod:`tools.evaluation.cocoeval` gives each metric only the field it needs.
 """
 
+import io
 import json
 import os
 import zipfile
@@ -16,6 +17,7 @@ from pycocotools import mask as mask_utils
 
 from ..data.coco import read_json
 from ..errors import UserError
+from ..files import atomic_write
 
 RECORD_KEYS = ("image_id", "category_id", "score")
 
@@ -61,13 +63,11 @@ def encode_result(result, image_id, cat_ids):
 
 
 def write_json(path, data):
-    """Write ``data`` to ``path`` via a temporary file, so an interrupted run never leaves a
-    truncated json where a good one was."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    """Write ``data`` to ``path`` atomically (tools.files): an interrupted run never leaves
+    a truncated json where a good one was, and two runs writing the same file leave one
+    whole file, not a mixture."""
+    with atomic_write(path, "w") as f:
         json.dump(data, f)
-    os.replace(tmp, path)
     return path
 
 
@@ -112,9 +112,18 @@ def write_submission(records, folder, testset="test-dev2017", alg="solov2"):
     name = f"detections_{testset}_{alg}_results"
     segm = [{k: r[k] for k in ("image_id", "category_id", "segmentation", "score")}
             for r in records]
-    json_path = write_json(os.path.join(folder, f"{name}.json"), segm)
+    json_path = os.path.join(folder, f"{name}.json")
+    with atomic_write(json_path, "w") as f:
+        json.dump(segm, f)
+        size = f.tell()
     zip_path = os.path.join(folder, f"{name}.zip")
-    with zipfile.ZipFile(f"{zip_path}.tmp", "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        zf.write(json_path, arcname=os.path.basename(json_path))
-    os.replace(f"{zip_path}.tmp", zip_path)
+    # The zipped json is encoded again from the records, not read back from json_path: a
+    # second run writing the same folder may have replaced that file in the meantime.
+    # Zip64 headers only when a plain zip could not hold it (with a margin for deflate).
+    with atomic_write(zip_path, "wb") as f, \
+            zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as zf, \
+            zf.open(os.path.basename(json_path), "w",
+                    force_zip64=size > zipfile.ZIP64_LIMIT // 2) as member, \
+            io.TextIOWrapper(member, encoding="utf-8") as text:
+        json.dump(segm, text)
     return json_path, zip_path

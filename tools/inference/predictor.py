@@ -91,7 +91,8 @@ def predict_stream(predictor, paths, size, mean, std, style, batch_size=1, num_w
     masks/labels/scores/boxes from the post-processing); its return values come back as a
     list in input order (None for unreadable images). Unreadable images are passed to
     ``on_error(item)`` (default: a line on stderr) and skipped. ``progress(n)`` is called
-    from the calling thread after each batch with the number of images it held.
+    from the calling thread after each batch with the number of images it held. An
+    exception in ``consumer`` ends the loop at the next image and is raised here.
     """
     times = times if times is not None else StageTimes()
     on_error = on_error or (lambda item: print(f"skipped: {item.error}", file=sys.stderr))
@@ -117,6 +118,7 @@ def predict_stream(predictor, paths, size, mean, std, style, batch_size=1, num_w
             return item.index, value
 
         def run(items):
+            wait_for_consumers()
             batch_results = predictor(pad_batch([it.input for it in items]),
                                       [it.crop_hw for it in items], [it.ori_hw for it in items],
                                       times)
@@ -125,24 +127,50 @@ def predict_stream(predictor, paths, size, mean, std, style, batch_size=1, num_w
             if progress:
                 progress(len(items))
 
-        submit_reads(max(2 * num_workers, 2 * batch_size))
-        while queue:
-            item = queue.popleft().result()
+        checked = 0  # writes[:checked] are finished and raised nothing
+
+        def raise_failed_consumer():
+            # A consumer's error (a full disk, say) stops the run when it happens, not
+            # after every remaining image has been predicted.
+            nonlocal checked
+            while checked < len(writes) and writes[checked].done():
+                writes[checked].result()
+                checked += 1
+
+        def wait_for_consumers():
+            # Results wait in memory for a consumer, and those of a large photo are large
+            # (100 masks at 8000 x 6000 are 4.6 GB): at most a batch more than there are
+            # consumer threads, enough to keep them busy while the next batch is predicted.
+            nonlocal checked
+            raise_failed_consumer()
+            while len(writes) - checked >= num_workers + batch_size:
+                writes[checked].result()
+                checked += 1
+
+        try:
             submit_reads(max(2 * num_workers, 2 * batch_size))
-            if item.error:
-                on_error(item)
-                if progress:
-                    progress(1)
-                continue
-            shape = padded_shape(*item.input.shape[1:])
-            bucket = pending.setdefault(shape, [])
-            bucket.append(item)
-            if len(bucket) == batch_size:
-                run(pending.pop(shape))
-            elif sum(len(b) for b in pending.values()) > max_pending:
-                run(pending.pop(next(iter(pending))))  # oldest shape, partially filled
-        for bucket in pending.values():
-            run(bucket)
+            while queue:
+                item = queue.popleft().result()
+                submit_reads(max(2 * num_workers, 2 * batch_size))
+                raise_failed_consumer()
+                if item.error:
+                    on_error(item)
+                    if progress:
+                        progress(1)
+                    continue
+                shape = padded_shape(*item.input.shape[1:])
+                bucket = pending.setdefault(shape, [])
+                bucket.append(item)
+                if len(bucket) == batch_size:
+                    run(pending.pop(shape))
+                elif sum(len(b) for b in pending.values()) > max_pending:
+                    run(pending.pop(next(iter(pending))))  # oldest shape, partially filled
+            for bucket in pending.values():
+                run(bucket)
+        except BaseException:
+            for future in list(queue) + writes:
+                future.cancel()  # queued work only; running tasks finish
+            raise
         for future in writes:
             index, value = future.result()
             results[index] = value

@@ -1,10 +1,21 @@
-"""Drawing predicted instances: translucent masks, outlines, class names and scores."""
+"""Drawing predicted instances: translucent masks, outlines, class names and scores.
+
+A mask is drawn inside its bounding region only: on an 8000 x 6000 photo with 100
+detections, working on whole-image masks cost most of the run's time (every blend and
+outline scanned 48 million pixels per instance) for the same pixels.
+"""
 
 import colorsys
 import os
 
 import cv2
 import numpy as np
+
+from ..files import write_bytes
+
+# A mask's region is blended this many rows at a time, so the blended copy stays small even
+# for a mask as large as the photo.
+BLEND_ROWS = 512
 
 
 def instance_colors(count):
@@ -19,24 +30,62 @@ def instance_colors(count):
 
 def draw_instances(image, result, class_names, thresh, alpha=0.5):
     """RGB uint8 [H, W, 3] + a post-processing result -> a new RGB image with every
-    detection scoring at least ``thresh`` drawn; the best-scoring instance is drawn last."""
+    detection scoring at least ``thresh`` drawn; the best-scoring instance is drawn last.
+
+    Each mask is blended and outlined within its bounding region (found from the mask
+    itself, so any backend's result draws the same); the pixels are those of blending and
+    outlining the whole-image mask."""
     canvas = image.copy()
     keep = [i for i in range(len(result["scores"])) if result["scores"][i] >= thresh]
     colors = instance_colors(len(keep))
     for color, i in reversed(list(zip(colors, keep))):
-        mask = result["masks"][i]
-        if not mask.any():
+        region = mask_region(result["masks"][i])
+        if region is None:
             continue
-        region = canvas[mask].astype(np.float32)
-        canvas[mask] = (region * (1 - alpha) + np.float32(color) * alpha).astype(np.uint8)
+        x0, y0, x1, y1 = region
+        mask = result["masks"][i][y0:y1, x0:x1]
+        _blend(canvas[y0:y1, x0:x1], mask, color, alpha)
+        # cv2 treats everything outside the image it is given as background, and the mask
+        # is empty outside its region: the same contours as on the whole mask, moved.
         contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL,
-                                       cv2.CHAIN_APPROX_SIMPLE)
+                                       cv2.CHAIN_APPROX_SIMPLE, offset=(x0, y0))
         cv2.drawContours(canvas, contours, -1, color, 2)
     for color, i in zip(colors, keep):
         x0, y0 = result["boxes"][i][:2]
         label = f"{class_names[result['labels'][i]]} {result['scores'][i]:.2f}"
         _draw_label(canvas, label, int(x0), int(y0), color)
     return canvas
+
+
+def mask_region(mask):
+    """(x0, y0, x1, y1), exclusive ends, of the pixels set in a [H, W] bool mask, or None
+    for an empty mask."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask[rows[0]:rows[-1] + 1].any(axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def _blend(region, mask, color, alpha):
+    """region (a view of the canvas) = region * (1 - alpha) + color * alpha where ``mask``,
+    in float32 and truncated back to uint8, a band of rows at a time.
+
+    A blended value depends only on the pixel's own value in that channel, so a 256-entry
+    table per channel, made with the same float32 steps, gives the same bytes as blending
+    the pixels themselves, without gathering them into float copies (which took most of
+    the drawing time on large photos)."""
+    levels = np.arange(256, dtype=np.float32)[:, None]
+    table = (levels * (1 - alpha) + np.float32(color) * alpha).astype(np.uint8)
+    table = table.reshape(256, 1, 3)  # cv2.LUT: one column per channel
+    for top in range(0, len(mask), BLEND_ROWS):
+        band = region[top:top + BLEND_ROWS]
+        inside = mask[top:top + BLEND_ROWS]
+        blended = cv2.LUT(band, table)
+        # cv2.copyTo writes into the canvas view it is given, many times faster than
+        # np.copyto(where=); should it ever answer with a new array instead, use numpy.
+        if not np.shares_memory(cv2.copyTo(blended, inside.view(np.uint8), band), band):
+            np.copyto(band, blended, where=inside[:, :, None])
 
 
 def _draw_label(canvas, text, x, y, color):
@@ -52,17 +101,23 @@ def _draw_label(canvas, text, x, y, color):
                 cv2.LINE_AA)
 
 
-def save_image(path, image):
-    """Write an RGB image; formats cv2 cannot write fall back to .png beside it."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    ok = False
+def drawn_path(path):
+    """Where :func:`save_image` writes an image meant for ``path``: ``path`` itself, or the
+    same name with .png when cv2 has no encoder for its extension."""
     try:
-        ok = cv2.imwrite(path, bgr)
-    except cv2.error:
-        ok = False
+        writable = cv2.haveImageWriter(path)
+    except cv2.error:  # no extension at all
+        writable = False
+    return path if writable else os.path.splitext(path)[0] + ".png"
+
+
+def save_image(path, image):
+    """Write an RGB image at ``drawn_path(path)`` and return that path. The file is encoded
+    in memory and renamed into place (tools.files), so a reader or a second run writing the
+    same name never sees a half-written image; OutputError when it cannot be written."""
+    path = drawn_path(path)
+    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, data = cv2.imencode(os.path.splitext(path)[1], bgr)
     if not ok:
-        path = os.path.splitext(path)[0] + ".png"
-        if not cv2.imwrite(path, bgr):
-            raise OSError(f"could not write {path}")
-    return path
+        raise OSError(f"cv2 could not encode {path}")
+    return write_bytes(path, data)

@@ -116,3 +116,79 @@ def test_export_command_explains_missing_weights(tmp_path):
     assert "weight file not found" in done.stderr
     assert "1_paddle_solov2_light_r50_vd_fpn_dcn_512_3x2paddle.py" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def staged(parent, token, names=("model.json", "model.pdiparams", "model.onnx")):
+    """A staging folder as export() makes one: every file, deploy.json too, holds ``token``."""
+    from tools.deploy.export import staging_folder
+
+    folder = staging_folder(str(parent / "model"))
+    for name in names + ("deploy.json",):
+        with open(os.path.join(folder, name), "w") as f:
+            f.write(f"{token} " + "x" * (len(token) * 1000))
+    return folder
+
+
+def tokens(folder):
+    return {name: open(os.path.join(folder, name)).read().split()[0]
+            for name in sorted(os.listdir(folder))}
+
+
+def test_two_exports_into_one_folder_never_mix_their_files(tmp_path):
+    """Each export moves its files in under a lock, deploy.json last: after two exports
+    racing 100 times each, every file comes from the same (last) export."""
+    import threading
+
+    from tools.deploy.export import publish
+
+    out = tmp_path / "model"
+    out.mkdir()
+    errors = []
+
+    def exporter(k):
+        try:
+            for i in range(100):
+                publish(staged(tmp_path, f"export{k}-{i}" * (k + 1)), str(out))
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=exporter, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    found = tokens(out)
+    assert sorted(found) == ["deploy.json", "model.json", "model.onnx", "model.pdiparams"]
+    assert len(set(found.values())) == 1, found
+    assert os.listdir(tmp_path) == ["model"]  # the staging folders are gone
+
+
+def test_files_of_an_earlier_export_do_not_outlive_a_new_one(tmp_path):
+    """An export whose ONNX conversion failed must not leave the last export's model.onnx
+    beside its new graph; files that are not an export's stay."""
+    from tools.deploy.export import publish
+
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    publish(staged(tmp_path, "first", ("model.json", "model.pdiparams", "model.onnx",
+                                       "network.json", "network.pdiparams")), str(out))
+    publish(staged(tmp_path, "second", ("model.json", "model.pdiparams")), str(out))
+    assert tokens(out) == {"deploy.json": "second", "model.json": "second",
+                           "model.pdiparams": "second", "notes.txt": "mine"}
+
+
+def test_an_export_folder_under_a_file_is_refused_before_exporting(tmp_path, monkeypatch):
+    import model.export
+    from tools.files import OutputError
+
+    cfg, weights = converted(tmp_path, 2)
+    (tmp_path / "file").write_text("x")
+
+    def never(*args, **kwargs):
+        raise AssertionError("the export started")
+
+    monkeypatch.setattr(model.export, "build_inference_model", never)
+    with pytest.raises(OutputError, match="export folder .*file/out is not writable"):
+        export(cfg, weights, str(tmp_path / "file" / "out"), log=lambda *a: None)

@@ -93,3 +93,75 @@ def test_submission_is_a_zip_of_one_segm_json_at_the_root(tmp_path):
     assert [sorted(r) for r in inside] == [["category_id", "image_id", "score",
                                             "segmentation"]] * 2
     assert not list((tmp_path / "out").glob("*.tmp"))
+
+
+def run_together(*jobs):
+    """Run the callables in threads at once; re-raise the first error."""
+    import threading
+
+    errors = []
+
+    def guarded(job):
+        try:
+            job()
+        except Exception as err:  # noqa: BLE001 - re-raised below
+            errors.append(err)
+
+    threads = [threading.Thread(target=guarded, args=(job,)) for job in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+def test_two_runs_writing_one_results_file_leave_one_whole_file(tmp_path):
+    """write_json used one fixed temporary name (path.tmp) for every writer: two runs saving
+    the same results renamed each other's half-written file, or failed. Every read while
+    they write, and the final file, is exactly one run's json."""
+    import os
+
+    path = str(tmp_path / "results.json")
+    data = [[{"image_id": i, "score": 0.5} for i in range(n)] for n in (50, 3000)]
+    texts = [json.dumps(d) for d in data]
+    seen, stop = [], []
+
+    def writer(k):
+        return lambda: [write_json(path, data[k]) for _ in range(60)]
+
+    def reader():
+        while not stop:
+            if os.path.exists(path):
+                with open(path) as f:
+                    seen.append(f.read())
+
+    def writers():
+        try:
+            run_together(writer(0), writer(1))
+        finally:
+            stop.append(True)
+
+    run_together(writers, reader)
+    assert seen and all(text in texts for text in seen)
+    with open(path) as f:
+        assert f.read() in texts
+    assert os.listdir(tmp_path) == ["results.json"]
+
+
+def test_two_submissions_into_one_folder_leave_whole_files(tmp_path):
+    base = encode_result(result_of(two_masks(), [0, 1], [0.5, 0.4]), 1, [1, 2])
+    runs = [[dict(r, image_id=k) for r in base] * (1 + 40 * k) for k in (1, 2)]
+    folder = str(tmp_path / "out")
+    run_together(*[lambda k=k: [write_submission(runs[k], folder) for _ in range(20)]
+                   for k in range(2)])
+    name = "detections_test-dev2017_solov2_results"
+    expected = [[{key: r[key] for key in ("image_id", "category_id", "segmentation", "score")}
+                 for r in run] for run in runs]
+    with open(tmp_path / "out" / f"{name}.json") as f:
+        assert json.load(f) in expected
+    with zipfile.ZipFile(tmp_path / "out" / f"{name}.zip") as zf:
+        assert zf.namelist() == [f"{name}.json"]
+        assert json.loads(zf.read(f"{name}.json")) in expected
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"{name}.json",
+                                                                    f"{name}.zip"]

@@ -84,3 +84,67 @@ def test_consumers_run_in_worker_threads_and_stages_are_timed(predictor, images)
     assert [stage for stage, _ in times.rows()] == ["read", "preprocess", "forward",
                                                     "postprocess", "consume"]
     assert all(ms > 0 for _, ms in times.rows())
+
+
+class CountingPredictor:
+    """Stand-in backend: one empty result per image, counting the images it was given."""
+
+    def __init__(self):
+        self.images = 0
+
+    def __call__(self, batch, crop_hws, ori_hws, times):
+        self.images += len(batch)
+        return [{"masks": np.zeros((0, h, w), bool)} for h, w in ori_hws]
+
+
+def small_images(folder, count):
+    paths = []
+    for i in range(count):
+        path = str(folder / f"img{i:02d}.png")
+        cv2.imwrite(path, np.full((32, 48, 3), 5 * i, np.uint8))
+        paths.append(path)
+    return paths
+
+
+def run_stand_in(predictor, paths, **kwargs):
+    return predict_stream(predictor, paths, (32, 48), (0, 0, 0), (1, 1, 1), "mmcv", **kwargs)
+
+
+def test_a_failing_consumer_stops_the_run_early(tmp_path):
+    """A disk that fills up at the first image must not cost predicting the other 40."""
+    predictor = CountingPredictor()
+
+    def consumer(item, result):
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        run_stand_in(predictor, small_images(tmp_path, 40), consumer=consumer, num_workers=1)
+    assert predictor.images < 40
+
+
+def test_results_waiting_for_slow_consumers_are_bounded(tmp_path):
+    """Each result of a large photo holds gigabytes of masks: the loop waits for the
+    consumers instead of piling results up faster than they are drawn."""
+    import time
+
+    predictor = CountingPredictor()
+    lock = threading.Lock()
+    consumed = []
+    waiting = []
+
+    def consumer(item, result):
+        time.sleep(0.02)
+        with lock:
+            consumed.append(item.index)
+        return item.index
+
+    def counting(batch, crop_hws, ori_hws, times):
+        with lock:
+            waiting.append(predictor.images - len(consumed))
+        return predictor(batch, crop_hws, ori_hws, times)
+
+    out = run_stand_in(counting, small_images(tmp_path, 24), consumer=consumer,
+                       num_workers=2, batch_size=1)
+    assert out == list(range(24))
+    # Never more than num_workers + batch_size results made and not yet consumed.
+    assert max(waiting) <= 3, waiting
