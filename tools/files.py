@@ -19,6 +19,9 @@ import tempfile
 from .errors import UserError
 
 TMP_PREFIX = ".tmp-"
+# The repository's root: a config's default paths (weights, class lists, images) are
+# relative to it, wherever the process runs from.
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # os.umask can only be read by setting it; do that once, at import, before any thread runs.
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
@@ -85,6 +88,17 @@ def write_text(path, text):
     with atomic_write(path, "w") as f:
         f.write(text)
     return path
+
+
+def repo_path(path):
+    """``path`` as given when it exists (or is absolute, or None); else the same relative
+    path under the repository when that exists there; else ``path`` unchanged. So the
+    config's defaults work from any working directory, and a user's own relative paths keep
+    meaning what they mean in the shell."""
+    if not path or os.path.isabs(path) or os.path.exists(path):
+        return path
+    inside = os.path.join(REPO, path)
+    return inside if os.path.exists(inside) else path
 
 
 def check_writable(folder, what="output folder"):

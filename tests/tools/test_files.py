@@ -75,3 +75,13 @@ def test_stale_temporaries_are_removed_and_nothing_else(tmp_path):
     assert sorted(os.listdir(tmp_path)) == [f"{files.TMP_PREFIX}dir", "iter_0000010.pdparams"]
     assert len(logged) == 1 and "interrupted write" in logged[0]
     assert files.remove_stale_temporaries(str(tmp_path / "missing")) == 0
+
+
+def test_repo_path_finds_defaults_from_any_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert files.repo_path("images/test") == os.path.join(files.REPO, "images", "test")
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "test").mkdir()
+    assert files.repo_path("images/test") == "images/test"  # the user's own folder wins
+    assert files.repo_path("no/such/thing") == "no/such/thing"
+    assert files.repo_path(None) is None

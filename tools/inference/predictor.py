@@ -67,13 +67,25 @@ class Item:
     error: str = None
 
 
-def load_item(index, path, size, mean, std, style, keep_image=False, times=None):
+def check_array(image, index):
+    """An in-memory image as given to the Python API: RGB uint8 [H, W, 3]."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or 0 in image.shape:
+        raise ImageReadError(f"array {index}: expected an RGB uint8 image [H, W, 3], got "
+                             f"{image.dtype} {list(image.shape)}")
+    return np.ascontiguousarray(image)
+
+
+def load_item(index, source, size, mean, std, style, keep_image=False, times=None):
+    """Read and preprocess one image; ``source`` is a path or an RGB uint8 [H, W, 3]
+    array (then the Item's path is None)."""
     start = time.perf_counter()
+    path = None if isinstance(source, np.ndarray) else source
     try:
-        image = read_image(path)
+        image = read_image(path) if path is not None else check_array(source, index)
         read_done = time.perf_counter()
         # An image too elongated to resize is an ImageReadError too (ImageSizeError).
-        chw, crop_hw, ori_hw = preprocess(image, size, mean, std, style, source=path)
+        chw, crop_hw, ori_hw = preprocess(image, size, mean, std, style,
+                                          source=path or f"array {index}")
     except ImageReadError as err:
         return Item(index, path, error=str(err))
     if times is not None:
