@@ -122,6 +122,8 @@ def _plain(obj):
         raise PickleRefused(f"a bare numpy dtype {obj.name!r} is not a weight value")
     if isinstance(obj, _Global):
         raise PickleRefused(f"{obj.name} is used as a value; refusing")
+    if isinstance(obj, memoryview):  # bytes that did not become array data
+        return bytes(obj)
     return obj
 
 
@@ -132,7 +134,10 @@ def _check_bool(value, what):
 
 
 def _as_bytes(data, what):
-    """Array data: bytes, or a Python 2 byte string (read as latin-1 text)."""
+    """Array data: bytes (or a view of them in the file), or a Python 2 byte string (read
+    as latin-1 text)."""
+    if isinstance(data, memoryview):
+        return data
     if isinstance(data, (bytes, bytearray)):
         return bytes(data)
     if isinstance(data, str):
@@ -267,6 +272,15 @@ class _Reader:
         chunk = self.data[self.pos:self.pos + n]
         self.pos += n
         return bytes(chunk)
+
+    def view(self, n):
+        """Like take, without a copy: the bytes of an array are copied once, by
+        _make_array, instead of once more into the memo."""
+        if n < 0 or self.pos + n > len(self.data):
+            raise PickleRefused(f"the pickle ends inside an opcode at byte {self.pos} "
+                                "(truncated?)")
+        self.pos += n
+        return self.data[self.pos - n:self.pos]
 
     def unpack(self, fmt):
         return struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0]
@@ -536,10 +550,10 @@ _OPS = {
     b"S": _push(_string_literal),
     b"T": _push(lambda r: _py2_string(r.take(r.unpack("<i")))),
     b"U": _push(lambda r: _py2_string(r.take(r.take(1)[0]))),
-    b"B": _push(lambda r: r.take(r.unpack("<I"))),
-    b"C": _push(lambda r: r.take(r.take(1)[0])),
-    b"\x8e": _push(lambda r: r.take(r.unpack("<Q"))),
-    b"\x96": _push(lambda r: r.take(r.unpack("<Q"))),  # BYTEARRAY8, read as bytes
+    b"B": _push(lambda r: r.view(r.unpack("<I"))),
+    b"C": _push(lambda r: r.view(r.take(1)[0])),
+    b"\x8e": _push(lambda r: r.view(r.unpack("<Q"))),
+    b"\x96": _push(lambda r: r.view(r.unpack("<Q"))),  # BYTEARRAY8, read as bytes
     # containers
     b"}": _push(lambda r: _Container({})),
     b"]": _push(lambda r: _Container([])),
