@@ -109,52 +109,6 @@ def test_demo_runs_the_onnx_engine(exported2, tmp_path):
     assert "engine: onnx" in done.stdout and "  model" in done.stdout
 
 
-# ---------------------------------------------------------------- bad input (issue 12)
-def test_an_image_too_elongated_to_resize_is_skipped_with_a_message(converted, tmp_path):
-    # A 10 x 4000 strip used to stop the whole run in cv2.resize (its short side rounds
-    # to 0 px); now it is named and skipped like an unreadable file.
-    folder = tmp_path / "in"
-    folder.mkdir()
-    shutil.copy(os.path.join(ROOT, "images", "test", "chelsea.png"), folder)
-    cv2.imwrite(str(folder / "strip.png"), np.full((10, 4000, 3), 90, np.uint8))
-    out = tmp_path / "res"
-    done = run("demo.py", "--config=2", f"test_cfg.model_path={converted}",
-               "test_size=(128, 192)", "--input", str(folder), "--output", str(out))
-    assert done.returncode == 0, done.stderr
-    skipped = [line for line in done.stderr.splitlines() if line.startswith("skipped: ")]
-    assert len(skipped) == 1 and "strip.png: 4000x10 pixels is too elongated" in skipped[0]
-    assert "Traceback" not in done.stderr
-    assert os.listdir(out) == ["chelsea.png"]
-
-
-@pytest.mark.parametrize("make, message", [
-    (lambda folder: None, "the folder {folder} holds no images (looked for .jpg .jpeg .png"),
-    (lambda folder: (folder / "notes.txt").write_text("x"), "the folder {folder} holds no "
-                                                             "images"),
-])
-def test_a_folder_without_images_says_so_before_loading_weights(tmp_path, make, message):
-    folder = tmp_path / "in"
-    folder.mkdir()
-    make(folder)
-    done = run("demo.py", "--config=2", f"test_cfg.model_path={tmp_path / 'none.pdparams'}",
-               "--input", str(folder), "--output", str(tmp_path / "res"))
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert done.returncode == 1 and len(lines) == 1, done.stderr
-    assert lines[0].startswith("error: " + message.format(folder=folder)), lines[0]
-
-
-@pytest.mark.parametrize("spec, message", [
-    ("*.jpg", "no images match '{tmp}/*.jpg': the pattern matches no file"),
-    ("photo.jpg", "{tmp}/photo.jpg does not exist; give an image file, a folder or a glob "
-                  "pattern"),
-])
-def test_a_glob_or_path_that_names_nothing(tmp_path, spec, message):
-    done = run("demo.py", "--config=2", "--input", str(tmp_path / spec), "--output",
-               str(tmp_path / "res"))
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert done.returncode == 1 and lines == ["error: " + message.format(tmp=tmp_path)]
-
-
 # ---------------------------------------------------------------- outputs (in-process)
 # demo.main with a stand-in predictor (one mask over the image's top-left quarter), so a
 # run takes well under a second and can count how many images reached the predictor.
@@ -280,3 +234,48 @@ def test_a_full_disk_stops_the_run_with_one_line(monkeypatch, tmp_path):
     assert predictor.images < 1 + len(paths)
     assert not [n for _, _, names in os.walk(tmp_path / "res") for n in names]
 
+
+# ---------------------------------------------------------------- bad input (issue 12)
+def test_an_image_too_elongated_to_resize_is_skipped_with_a_message(converted, tmp_path):
+    # A 10 x 4000 strip used to stop the whole run in cv2.resize (its short side rounds
+    # to 0 px); now it is named and skipped like an unreadable file.
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(os.path.join(ROOT, "images", "test", "chelsea.png"), folder)
+    cv2.imwrite(str(folder / "strip.png"), np.full((10, 4000, 3), 90, np.uint8))
+    out = tmp_path / "res"
+    done = run("demo.py", "--config=2", f"test_cfg.model_path={converted}",
+               "test_size=(128, 192)", "--input", str(folder), "--output", str(out))
+    assert done.returncode == 0, done.stderr
+    skipped = [line for line in done.stderr.splitlines() if line.startswith("skipped: ")]
+    assert len(skipped) == 1 and "strip.png: 4000x10 pixels is too elongated" in skipped[0]
+    assert "Traceback" not in done.stderr
+    assert os.listdir(out) == ["chelsea.png"]
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda folder: None, "the folder {folder} holds no images (looked for .jpg .jpeg .png"),
+    (lambda folder: (folder / "notes.txt").write_text("x"), "the folder {folder} holds no "
+                                                             "images"),
+])
+def test_a_folder_without_images_says_so_before_loading_weights(tmp_path, make, message):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    make(folder)
+    done = run("demo.py", "--config=2", f"test_cfg.model_path={tmp_path / 'none.pdparams'}",
+               "--input", str(folder), "--output", str(tmp_path / "res"))
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 1 and len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: " + message.format(folder=folder)), lines[0]
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("*.jpg", "no images match '{tmp}/*.jpg': the pattern matches no file"),
+    ("photo.jpg", "{tmp}/photo.jpg does not exist; give an image file, a folder or a glob "
+                  "pattern"),
+])
+def test_a_glob_or_path_that_names_nothing(tmp_path, spec, message):
+    done = run("demo.py", "--config=2", "--input", str(tmp_path / spec), "--output",
+               str(tmp_path / "res"))
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 1 and lines == ["error: " + message.format(tmp=tmp_path)]

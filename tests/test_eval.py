@@ -167,6 +167,38 @@ def test_script_exits_nonzero_without_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_results_folder_under_a_file_fails_before_predicting(voc, tmp_path, monkeypatch):
+    import tools.evaluation.predict
+
+    def never(*args, **kwargs):
+        raise AssertionError("predicted although the results cannot be saved")
+
+    monkeypatch.setattr(tools.evaluation.predict, "predict_coco", never)
+    _, _, overrides = voc
+    (tmp_path / "file").write_text("x")
+    status, out, err = run(["--config=2", "--output", str(tmp_path / "file" / "r.json")]
+                           + overrides)
+    assert status == 1 and "Traceback" not in err + out
+    assert "error: the results folder" in err and "is not writable" in err
+
+
+def test_a_full_disk_is_one_line_and_status_1(voc, tmp_path, monkeypatch):
+    import errno
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    _, _, overrides = voc
+    path = tmp_path / "r.json"
+    monkeypatch.setattr(os, "fsync", full)
+    status, out, err = run(["--config=2", "--limit", "1", "--output", str(path)] + overrides)
+    assert status == 1 and "Traceback" not in err + out
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert errors == [f"error: no space left on the device while writing {path}; free some "
+                      "space and rerun"]
+    assert os.listdir(tmp_path) == []
+
+
 # ---------------------------------------------------------------- bad input (issue 12)
 def voc_files(overrides):
     """(annotation data, image folder) of the module's set, read back from its overrides."""
@@ -238,36 +270,3 @@ def test_ap_minus_one_is_explained(voc, tmp_path):
     assert "note: AP -1 means there was nothing to score: the 1 images evaluated hold no " \
            "ground-truth instance" in out
     assert "mask AP -1.000" in out and "no detections at all" not in out
-
-
-def test_results_folder_under_a_file_fails_before_predicting(voc, tmp_path, monkeypatch):
-    import tools.evaluation.predict
-
-    def never(*args, **kwargs):
-        raise AssertionError("predicted although the results cannot be saved")
-
-    monkeypatch.setattr(tools.evaluation.predict, "predict_coco", never)
-    _, _, overrides = voc
-    (tmp_path / "file").write_text("x")
-    status, out, err = run(["--config=2", "--output", str(tmp_path / "file" / "r.json")]
-                           + overrides)
-    assert status == 1 and "Traceback" not in err + out
-    assert "error: the results folder" in err and "is not writable" in err
-
-
-def test_a_full_disk_is_one_line_and_status_1(voc, tmp_path, monkeypatch):
-    import errno
-
-    def full(fd):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    _, _, overrides = voc
-    path = tmp_path / "r.json"
-    monkeypatch.setattr(os, "fsync", full)
-    status, out, err = run(["--config=2", "--limit", "1", "--output", str(path)] + overrides)
-    assert status == 1 and "Traceback" not in err + out
-    errors = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert errors == [f"error: no space left on the device while writing {path}; free some "
-                      "space and rerun"]
-    assert os.listdir(tmp_path) == []
-

@@ -64,7 +64,7 @@ def test_original_size_is_recovered_from_the_scale_factor(exported2):
     """The graph gets resized size and resized / original ratio; masks must come back at
     the exact original size for awkward sizes (odd, strongly down- or up-scaled)."""
     cfg, _, model_dir, _ = exported2
-    predictor = ExportedPredictor(model_dir, "onnx", split=True)
+    predictor = ExportedPredictor(model_dir, "onnx", mode="split")
     runner = predictor.runners["postprocess"]
     cells = sum(g * g for g in cfg.num_grids)
     scores = np.zeros((1, cells, cfg.num_classes), np.float32)
