@@ -17,6 +17,7 @@ import os
 import sys
 
 from config import config_parser, config_table, load_config, nonnegative_int
+from tools.device import use_device
 from tools.errors import UserError, entry_point
 from tools.files import check_writable
 from tools.runtime import use_all_cpu_cores
@@ -48,12 +49,16 @@ def main(argv=None):
     import paddle
 
     rank, world = distributed_info()
-    if args.amp and not paddle.device.is_compiled_with_cuda():
-        raise UserError("--amp needs a CUDA build of Paddle and a GPU; this one runs on CPU")
+    # Under paddle.distributed.launch each process already has its own GPU
+    # (FLAGS_selected_gpus); only an explicit choice on one process is applied here.
+    if world == 1 or args.device == "cpu":
+        use_device(args.device)
+    if args.amp and not paddle.device.get_device().startswith("gpu"):
+        raise UserError("--amp needs a CUDA GPU (paddlepaddle-gpu); this run is on the CPU")
     if args.vdl:
         require_visualdl()  # before any data is read
     paddle.seed(args.seed)
-    if not paddle.is_compiled_with_cuda():
+    if paddle.device.get_device() == "cpu":
         use_all_cpu_cores(processes=world)
     # Before hours of training whose checkpoints could not be saved (build_run's folder).
     run_dir = os.path.join(cfg.train_cfg.output_dir, cfg.name)

@@ -11,6 +11,7 @@ types the scripts' own options use (positive_int, probability, ...) come from th
 import argparse
 import difflib
 
+from tools.device import add_device_argument
 from tools.errors import ConfigError
 
 from .base import Published, Section, SOLOv2Config
@@ -79,19 +80,24 @@ def add_config_arguments(parser, default=DEFAULT_CONFIG):
 
 
 def config_parser(description, default=DEFAULT_CONFIG, weights=False):
-    """The parser every script starts from: its docstring as the help text, ``--config``
-    and the ``key=value`` overrides. ``weights``: also ``--weights FILE``, and --config
-    defaults to None, so that the number a self-describing file records can be told from
-    one the user gave (tools/weights/describe.py; ``default`` applies otherwise)."""
+    """The parser every script starts from: its docstring as the help text, ``--config``,
+    the ``key=value`` overrides and ``--device``. ``weights``: also ``--weights FILE`` and
+    ``--no-download``, and --config defaults to None, so that the number a self-describing
+    file records can be told from one the user gave (tools/weights/describe.py; ``default``
+    applies otherwise)."""
     parser = argparse.ArgumentParser(description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser, default)
+    add_device_argument(parser)
     if weights:
         parser.set_defaults(config=None)
         parser.add_argument("--weights", metavar="FILE",
                             help="weight file; one written by train.py also gives the config "
                                  "number, its overrides and class names (else --config, "
                                  f"default {default})")
+        parser.add_argument("--no-download", action="store_true",
+                            help="never fetch the config's published weights when they are "
+                                 "absent (also SOLOV2_OFFLINE=1); see README, Weights")
     return parser
 
 

@@ -3,12 +3,16 @@
 tools/export_model.py is the command line; :func:`export` writes into the output folder
     model.json, model.pdiparams   the static graph (paddle.jit.save, Paddle 3 "PIR" format)
     model.onnx                    the same graph through paddle2onnx, when it converts
+    network.json / .pdiparams / .onnx   the network alone (no post-processing)
     deploy.json                   preprocessing and sizes a predictor needs besides the graph
 all made in a temporary folder beside it and moved in when complete, deploy.json last.
-Inputs: image [1, 3, H, W] (normalised, padded to multiples of 32), im_shape [1, 2] (resized
-height, width) and scale_factor [1, 2] (resized / original); outputs: masks, labels, scores,
-boxes, post-processing included (model/export.py, SOLOv2Inference). ``--split`` also writes
-network.* and postprocess.*, the two stages saved apart, which tools/benchmark.py times.
+model.*: inputs image [1, 3, H, W] (normalised, padded to multiples of 32), im_shape [1, 2]
+(resized height, width) and scale_factor [1, 2] (resized / original); outputs: masks,
+labels, scores, boxes, post-processing included (model/export.py, SOLOv2Inference): the
+file to deploy without this repo. network.*: image in, cate_scores, kernels and mask_feat
+out; this repo's exported engines run it followed by the numpy post-processing of the
+dygraph engine (tools/inference/backends.py, mode 'network'). ``--split`` also writes
+postprocess.*, the post-processing graph alone, which tools/benchmark.py --mode split times.
 
 Run the result with ``python demo.py --engine paddle-inference`` or ``--engine onnx``
 (tools/inference/backends.py), which need neither the model code nor the weights file.
@@ -95,7 +99,7 @@ def to_onnx(prefix, onnx_path, gn_epsilon, opset=ONNX_OPSET):
     return None
 
 
-def export(cfg, model_path, output_dir, onnx=True, split=False, log=print):
+def export(cfg, model_path, output_dir, onnx=True, split=False, log=print, download=True):
     """Export ``cfg`` with the weights at ``model_path`` into ``output_dir``.
 
     Returns the deploy.json dict (it lists what was written and why ONNX is missing if it
@@ -111,12 +115,17 @@ def export(cfg, model_path, output_dir, onnx=True, split=False, log=print):
     from model import build_model
     from model.export import build_inference_model
 
+    from ..files import repo_path
+    from ..weights.fetch import resolve_model_path
     from ..weights.load import load_weights
 
+    # The config's own default weights are fetched when absent (tools/weights/fetch.py).
+    model_path = resolve_model_path(cfg, repo_path(model_path), allow_download=download,
+                                    log=log)
     model = build_model(cfg)
     meta = load_weights(model, model_path, cfg)
     check_writable(output_dir, "export folder")
-    parts = ["all", "network", "postprocess"] if split else ["all"]
+    parts = ["all", "network", "postprocess"] if split else ["all", "network"]
     names = {"all": "model", "network": "network", "postprocess": "postprocess"}
     info = {"format": DEPLOY_FORMAT, "config": cfg.name, "config_number": cfg.number,
             "weights": os.path.basename(model_path),

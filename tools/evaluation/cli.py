@@ -6,6 +6,7 @@ import os
 from config import config_parser, config_table, positive_int
 
 from ..data.coco import CocoSet
+from ..device import select_device
 from ..inference.backends import add_engine_arguments, default_model_dir, load_backend
 from ..weights.describe import load_described_config, summary
 from ..weights.files import WeightFileError
@@ -45,7 +46,9 @@ def load_set_and_model(cfg, args, ann_file, image_dir):
     if args.engine == "dygraph" and not cfg.eval_cfg.model_path:
         raise WeightFileError("no weights given: pass --weights FILE or set model_path=PATH "
                               "(or eval_cfg.model_path)")
-    predictor, style = load_backend(args.engine, cfg, cfg.eval_cfg.model_path, args.model_dir)
+    predictor, style = load_backend(args.engine, cfg, cfg.eval_cfg.model_path, args.model_dir,
+                                    device=select_device(args.device),
+                                    tensorrt=args.tensorrt, download=not args.no_download)
     source = weights_source(cfg, args.engine, args.model_dir)
     print(f"{len(coco.image_ids)} images in {ann_file}; weights {source}; "
           f"preprocessing style {style!r}; batch size {cfg.eval_cfg.batch_size}")

@@ -22,7 +22,6 @@ from ..data.preprocess import ImageReadError
 from ..device import select_device
 from ..files import repo_path
 from ..weights.describe import load_described_config
-from ..weights.fetch import resolve_model_path
 from .backends import load_backend
 from .instances import Result
 from .predictor import StageTimes, predict_stream
@@ -53,13 +52,9 @@ class Predictor:
         self.class_names = (self.info or {}).get("class_names") or load_class_names(cfg)
         self.device = select_device(device)
         self.engine = engine
-        model_path = None
-        if engine == "dygraph":
-            model_path = resolve_model_path(cfg, repo_path(cfg.test_cfg.model_path),
-                                            allow_download=download, log=log)
-        self.model_path = model_path
-        self.backend, self.style = load_backend(engine, cfg, model_path, model_dir,
-                                                threads=threads, device=self.device)
+        self.backend, self.style = load_backend(engine, cfg, cfg.test_cfg.model_path, model_dir,
+                                                threads=threads, device=self.device,
+                                                download=download, log=log)
         self.batch_size = batch_size or cfg.test_cfg.batch_size
         self.num_workers = num_workers
         self.times = StageTimes()

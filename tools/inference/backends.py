@@ -379,7 +379,7 @@ def add_engine_arguments(parser):
 
 
 def load_backend(engine, cfg, model_path=None, model_dir=None, threads=None, mode=None,
-                 device="cpu", tensorrt=None):
+                 device="cpu", tensorrt=None, download=True, log=print):
     """(predictor, preprocessing style) for backend ``engine``; the one call demo.py,
     eval.py, test_dev.py and tools/benchmark.py make.
 
@@ -388,13 +388,20 @@ def load_backend(engine, cfg, model_path=None, model_dir=None, threads=None, mod
     style recorded there at export. ``mode`` (exported backends; see MODES) defaults to
     'network' where the folder has the network graph, else 'graph'. ``device`` is a
     tools.device.select_device string; ``tensorrt`` ('fp32' / 'fp16', GPU only) asks the
-    exported engines for TensorRT. Raises BackendError, or the weight loader's errors.
+    exported engines for TensorRT. The config's own default weights, when absent, are
+    fetched into the cache unless ``download`` is False (tools/weights/fetch.py). Raises
+    BackendError, or the weight loader's errors.
     """
     if engine == "dygraph":
         if tensorrt is not None:
             raise BackendError("--tensorrt is for the exported engines (paddle-inference, "
                                "onnx), not dygraph")
-        return load_dygraph(cfg, model_path or cfg.test_cfg.model_path, device)
+        from ..files import repo_path
+        from ..weights.fetch import resolve_model_path
+
+        path = resolve_model_path(cfg, repo_path(model_path or cfg.test_cfg.model_path),
+                                  allow_download=download, log=log)
+        return load_dygraph(cfg, path, device)
     if engine not in BACKENDS:
         raise BackendError(f"unknown engine {engine!r}; choose one of {', '.join(BACKENDS)}")
     model_dir = model_dir or default_model_dir(cfg)
