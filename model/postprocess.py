@@ -19,6 +19,8 @@ README compares the two). The exported inference graph needs the same steps as t
 :mod:`model.postprocess_graph` (tests check that the two agree).
 """
 
+from concurrent.futures import ThreadPoolExecutor
+
 import cv2
 import numpy as np
 import paddle.nn.functional as F
@@ -27,6 +29,10 @@ from tools.errors import ConfigError
 
 # Step 2-4 batch size after the first nms_pre candidates (see scored_candidates).
 SCORING_BATCH = 128
+# Rows of a scoring batch that rescore's element-wise steps take at a time: 16 masks of a
+# 128 x 216 mask feature are 1.8 MB of float32, which stay in the cache from the sigmoid to
+# the row sums instead of going through memory once per step.
+CHUNK_ROWS = 16
 
 
 def points_nms(heat):
@@ -42,7 +48,8 @@ def points_nms(heat):
     return heat * keep
 
 
-def get_seg_single(cate_scores, kernels, mask_feat, cell_strides, crop_hw, ori_hw, cfg):
+def get_seg_single(cate_scores, kernels, mask_feat, cell_strides, crop_hw, ori_hw, cfg,
+                   threads=1):
     """Masks for one image.
 
     Args:
@@ -55,28 +62,31 @@ def get_seg_single(cate_scores, kernels, mask_feat, cell_strides, crop_hw, ori_h
         ori_hw: (height, width) of the original image.
         cfg: test settings (score_thr, mask_thr, nms_pre, nms_kernel, nms_sigma,
             update_thr, max_per_img).
+        threads: threads for the element-wise steps and the pasting (the same results
+            with any number).
         All arrays are numpy.
 
     Returns:
         dict of masks [k, H, W] bool, labels [k] int64, scores [k] float32 and boxes
         [k, 4] float32 (x0, y0, x1, y1, exclusive ends), best first; k may be 0.
     """
-    probs, labels, scores = scored_candidates(cate_scores, kernels, mask_feat, cell_strides,
-                                              cfg)
-    masks = probs > cfg.mask_thr
+    probs, masks, labels, scores = scored_candidates(cate_scores, kernels, mask_feat,
+                                                     cell_strides, cfg, threads)
     scores = matrix_nms(masks, labels, scores, cfg.nms_kernel, cfg.nms_sigma)
     keep = np.flatnonzero(scores >= cfg.update_thr)
     keep = keep[_best_first(scores[keep])[:cfg.max_per_img]]
-    probs = probs[keep].reshape(len(keep), *mask_feat.shape[1:])
-    masks = paste_masks(probs, crop_hw, ori_hw, cfg.mask_thr)
+    probs = probs.take(keep).reshape(len(keep), *mask_feat.shape[1:])
+    masks, boxes = _paste(probs, crop_hw, ori_hw, cfg.mask_thr, threads)
     return {"masks": masks, "labels": labels[keep].astype(np.int64),
-            "scores": scores[keep].astype(np.float32), "boxes": masks_to_boxes(masks)}
+            "scores": scores[keep].astype(np.float32), "boxes": boxes}
 
 
-def scored_candidates(cate_scores, kernels, mask_feat, cell_strides, cfg):
-    """Steps 1-4 and the cut to ``nms_pre`` (arguments as in :func:`get_seg_single`):
-    mask probabilities [n, h*w] float32, labels [n] and re-scored scores [n] of the
-    ``n <= nms_pre`` best candidates whose masks are larger than their stride, best first.
+def scored_candidates(cate_scores, kernels, mask_feat, cell_strides, cfg, threads=1):
+    """Steps 1-4 and the cut to ``nms_pre`` (arguments as in :func:`get_seg_single`) for
+    the ``n <= nms_pre`` best candidates whose masks are larger than their stride, best
+    first: (probs, masks, labels, scores) with probs a :class:`RowBlocks` of their mask
+    probabilities [n, h*w] float32, masks [n, h*w] bool (probs > mask_thr), labels [n] and
+    re-scored scores [n].
 
     The reference computes a mask for every candidate; with an untrained or synthetic
     model that can be over 10,000 per image. But re-scoring never raises a score
@@ -91,49 +101,89 @@ def scored_candidates(cate_scores, kernels, mask_feat, cell_strides, cfg):
     cells, labels, scores = cells[order], labels[order], scores[order]
     flat_feat = mask_feat.reshape(len(mask_feat), -1)
 
-    probs, rescored = [], []
+    probs, masks, rescored = [], [], []
     done, bar = 0, -np.inf
     while done < len(scores) and scores[done] >= bar:
         # scores is descending, so the candidates at or above the bar come first.
         reachable = np.searchsorted(-scores, -bar, side="right")
         end = min(done + (cfg.nms_pre if done == 0 else SCORING_BATCH), reachable)
-        batch_probs, batch_scores = rescore(kernels[cells[done:end]], flat_feat,
-                                            scores[done:end], cell_strides[cells[done:end]],
-                                            cfg.mask_thr)
-        probs.append(batch_probs)
-        rescored.append(batch_scores)
+        batch = rescore(kernels[cells[done:end]], flat_feat, scores[done:end],
+                        cell_strides[cells[done:end]], cfg.mask_thr, threads)
+        probs.append(batch[0])
+        masks.append(batch[1])
+        rescored.append(batch[2])
         done = end
         bar = _nth_largest(np.concatenate(rescored), cfg.nms_pre)
 
     rescored = np.concatenate(rescored) if rescored else np.zeros(0, np.float32)
     valid = np.flatnonzero(rescored > -np.inf)
     best = valid[_best_first(rescored[valid])[:cfg.nms_pre]]
-    # Each batch gives its own chosen rows: concatenating the batches first would copy
-    # every scored mask, most of which are dropped.
-    chosen = np.empty((len(best), flat_feat.shape[1]), np.float32)
-    starts = np.cumsum([0] + [len(batch) for batch in probs])
-    for batch, start, stop in zip(probs, starts[:-1], starts[1:]):
-        here = (best >= start) & (best < stop)
-        chosen[here] = batch[best[here] - start]
-    return chosen, labels[best], rescored[best]
+    width = flat_feat.shape[1]
+    return (RowBlocks(probs, best, width, np.float32),
+            RowBlocks(masks, best, width, bool).take(slice(None)), labels[best],
+            rescored[best])
 
 
-def rescore(kernels, flat_feat, scores, strides, mask_thr):
+def rescore(kernels, flat_feat, scores, strides, mask_thr, threads=1):
     """Steps 2-4 for m candidates: kernels [m, E] on the mask feature [E, P] -> mask
-    probabilities [m, P] and re-scored scores [m] (-inf where the mask is not larger
-    than its level's stride)."""
-    probs = kernels @ flat_feat
-    # sigmoid, in place: the array is the largest one here.
-    np.negative(probs, out=probs)
-    np.exp(probs, out=probs)
-    probs += 1
-    np.reciprocal(probs, out=probs)
-    masks = probs > mask_thr
-    areas = masks.sum(axis=1)
-    # (A product, not np.sum(where=...): that one is 6x slower and sums less exactly.)
-    maskness = (probs * masks).sum(axis=1) / np.maximum(areas, 1).astype(np.float32)
+    probabilities [m, P] float32, masks [m, P] bool (probabilities > mask_thr) and
+    re-scored scores [m] (-inf where the mask is not larger than its level's stride).
+
+    The same numbers as the plain form ``p = sigmoid(k @ f); m = p > mask_thr;
+    score * sum(p * m) / sum(m)``, bit for bit, computed faster: one float32 BLAS product
+    of the negated kernels (negation is exact, so that is -(k @ f) bit for bit, where the
+    sigmoid 1 / (1 + exp(-x)) starts), then every element-wise step and both row sums on
+    :data:`CHUNK_ROWS` rows at a time while they are in the cache, in ``threads`` threads
+    (each row's steps and sums are the same whichever chunk or thread does them).
+    """
+    probs = np.negative(kernels) @ flat_feat
+    masks = np.empty(probs.shape, bool)
+    areas = np.empty(len(probs), np.int64)
+    sums = np.empty(len(probs), np.float32)
+
+    def chunk(rows):
+        p = probs[rows]
+        # exp overflows to inf for very negative logits: sigmoid 0, as intended.
+        with np.errstate(over="ignore"):
+            np.exp(p, out=p)
+        p += 1
+        np.reciprocal(p, out=p)
+        m = masks[rows]
+        np.greater(p, mask_thr, out=m)
+        ones = m.astype(np.float32)
+        # Sums of 0/1 in float32 are exact pixel counts (up to 2^24 pixels).
+        areas[rows] = ones.sum(axis=1)
+        # p * 1 or p * 0: the array the reference sums, and numpy's float32 row sum.
+        np.multiply(ones, p, out=ones)
+        sums[rows] = ones.sum(axis=1)
+
+    _in_threads(chunk, [slice(start, start + CHUNK_ROWS)
+                        for start in range(0, len(probs), CHUNK_ROWS)], threads)
+    maskness = sums / np.maximum(areas, 1).astype(np.float32)
     rescored = np.where(areas > strides, scores * maskness, -np.inf).astype(np.float32)
-    return probs, rescored
+    return probs, masks, rescored
+
+
+class RowBlocks:
+    """Rows ``index`` of several [m_i, width] blocks stacked, without stacking them: the
+    scoring batches' mask probabilities stay where they were computed, and only the rows
+    asked for are copied (:meth:`take`)."""
+
+    def __init__(self, blocks, index, width, dtype):
+        self.blocks, self.index, self.width, self.dtype = blocks, index, width, dtype
+        self.starts = np.cumsum([0] + [len(block) for block in blocks])
+
+    def __len__(self):
+        return len(self.index)
+
+    def take(self, picks):
+        """[k, width] array of rows ``index[picks]``."""
+        rows = self.index[picks]
+        out = np.empty((len(rows), self.width), self.dtype)
+        for block, start, stop in zip(self.blocks, self.starts[:-1], self.starts[1:]):
+            here = (rows >= start) & (rows < stop)
+            out[here] = block[rows[here] - start]
+        return out
 
 
 def matrix_nms(masks, labels, scores, kernel="gaussian", sigma=2.0):
@@ -154,15 +204,17 @@ def matrix_nms(masks, labels, scores, kernel="gaussian", sigma=2.0):
     as one n x n product over all classes, for a fraction of its cost.
     """
     check_nms_kernel(kernel)
-    # float32 counts pixels exactly up to 2^24, far above any mask-feature size.
-    flat = masks.reshape(len(masks), np.prod(masks.shape[1:], dtype=int)).astype(np.float32)
-    areas = flat.sum(axis=1)
+    flat = masks.reshape(len(masks), np.prod(masks.shape[1:], dtype=int))
     decay = np.ones(len(flat), np.float32)
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
-        group = flat[members]
+        # float32 counts pixels exactly up to 2^24, far above any mask-feature size, so
+        # the product of the 0/1 masks (one BLAS call, A @ A.T) gives exact intersections,
+        # and its diagonal the areas.
+        group = flat[members].astype(np.float32)
         inter = group @ group.T
-        union = areas[members, None] + areas[None, members] - inter
+        areas = np.diagonal(inter)
+        union = areas[:, None] + areas[None, :] - inter
         # iou[i, j] for i scored above j; zero elsewhere.
         iou = np.triu(inter / union, k=1)
         # The most mask i overlaps any mask scored above it (0 for the best of its class).
@@ -184,7 +236,7 @@ def check_nms_kernel(kernel):
         raise ConfigError(f"test_cfg.nms_kernel must be 'gaussian' or 'linear', got {kernel!r}")
 
 
-def paste_masks(probs, crop_hw, ori_hw, mask_thr):
+def paste_masks(probs, crop_hw, ori_hw, mask_thr, threads=1):
     """[k, h, w] mask probabilities at stride 4 -> [k, H, W] bool at the original size:
     upsampled 4x to the padded input, cropped to the resized image, resized to the original
     (both bilinear, half-pixel centres), then binarised [SOLO get_seg_single].
@@ -192,20 +244,36 @@ def paste_masks(probs, crop_hw, ori_hw, mask_thr):
     OpenCV's INTER_LINEAR is that resize (PyTorch align_corners=False); on float32 it stays
     within 2e-7 of the exact half-pixel formula (tests/model/test_postprocess.py).
     """
+    return _paste(probs, crop_hw, ori_hw, mask_thr, threads)[0]
+
+
+def _paste(probs, crop_hw, ori_hw, mask_thr, threads=1):
+    """:func:`paste_masks` and the boxes of the pasted masks (:func:`masks_to_boxes`),
+    each mask boxed while it is still in the cache; masks shared among ``threads``."""
     (crop_h, crop_w), (ori_h, ori_w) = crop_hw, ori_hw
     masks = np.empty((len(probs), ori_h, ori_w), bool)
-    # One float32 image at the original size, reused by every mask: memory stays at one
-    # image plus the binary masks, and an 8000 x 6000 photo is not given 192 MB of fresh
-    # pages per mask, which took longer than the resize itself.
-    buffer = np.empty((ori_h, ori_w), probs.dtype) if len(probs) else None
-    for mask, prob in zip(masks, probs):
-        h, w = prob.shape
-        up = cv2.resize(prob, (4 * w, 4 * h), interpolation=cv2.INTER_LINEAR)
-        # (cv2 writes into ``buffer`` when size and type fit, else returns a new array.)
-        resized = cv2.resize(up[:crop_h, :crop_w], (ori_w, ori_h), dst=buffer,
-                             interpolation=cv2.INTER_LINEAR)
-        np.greater(resized, mask_thr, out=mask)
-    return masks
+    boxes = np.zeros((len(probs), 4), np.float32)
+
+    def paste(part):
+        # One float32 image at the original size per thread, reused by each of its masks:
+        # memory stays at one image per thread plus the binary masks, and an 8000 x 6000
+        # photo is not given 192 MB of fresh pages per mask, which took longer than the
+        # resize itself.
+        buffer = np.empty((ori_h, ori_w), probs.dtype)
+        for i in part:
+            h, w = probs[i].shape
+            up = cv2.resize(probs[i], (4 * w, 4 * h), interpolation=cv2.INTER_LINEAR)
+            # (cv2 copies when the sizes are equal, so the crop is used as it is then; it
+            # writes into ``buffer`` when size and type fit, else returns a new array.)
+            resized = up[:crop_h, :crop_w] if (crop_h, crop_w) == (ori_h, ori_w) else \
+                cv2.resize(up[:crop_h, :crop_w], (ori_w, ori_h), dst=buffer,
+                           interpolation=cv2.INTER_LINEAR)
+            np.greater(resized, mask_thr, out=masks[i])
+            boxes[i] = _mask_box(masks[i])
+
+    parts = np.array_split(np.arange(len(probs)), max(min(threads, len(probs)), 1))
+    _in_threads(paste, parts, threads)
+    return masks, boxes
 
 
 def masks_to_boxes(masks):
@@ -213,12 +281,29 @@ def masks_to_boxes(masks):
     pixel-edge coordinates; an empty mask gets an all-zero box."""
     boxes = np.zeros((len(masks), 4), np.float32)
     for i, mask in enumerate(masks):
-        cols = np.flatnonzero(mask.any(axis=0))
-        if cols.size == 0:
-            continue
-        rows = np.flatnonzero(mask.any(axis=1))
-        boxes[i] = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
+        boxes[i] = _mask_box(mask)
     return boxes
+
+
+def _mask_box(mask):
+    """(x0, y0, x1, y1) of one [H, W] bool mask, exclusive ends; zeros when empty."""
+    cols = np.flatnonzero(mask.any(axis=0))
+    if cols.size == 0:
+        return 0, 0, 0, 0
+    rows = np.flatnonzero(mask.any(axis=1))
+    return cols[0], rows[0], cols[-1] + 1, rows[-1] + 1
+
+
+def _in_threads(work, items, threads):
+    """work(item) for every item, in up to ``threads`` threads (numpy and OpenCV release
+    the GIL in their loops); the first exception is raised here."""
+    if threads <= 1 or len(items) <= 1:
+        for item in items:
+            work(item)
+        return
+    with ThreadPoolExecutor(min(threads, len(items))) as pool:
+        for done in [pool.submit(work, item) for item in items]:
+            done.result()
 
 
 def cell_strides(num_grids, strides):
@@ -246,14 +331,15 @@ class PostProcess:
     each image's resized and original (height, width).
     """
 
-    def __init__(self, test_cfg, num_grids, strides):
+    def __init__(self, test_cfg, num_grids, strides, threads=1):
         self.cfg = test_cfg
         self.cell_strides = cell_strides(num_grids, strides)
+        self.threads = threads
 
     def __call__(self, outputs, crop_hws, ori_hws):
         arrays = [np.asarray(outputs[key]) for key in ("cate_scores", "kernels", "mask_feat")]
         return [get_seg_single(*(a[i] for a in arrays), self.cell_strides, crop_hw, ori_hw,
-                               self.cfg)
+                               self.cfg, self.threads)
                 for i, (crop_hw, ori_hw) in enumerate(zip(crop_hws, ori_hws))]
 
 

@@ -266,3 +266,71 @@ def test_mask_boxes_in_the_graph_equal_the_numpy_boxes():
     masks[4, 39, 49] = True
     np.testing.assert_array_equal(mask_boxes(paddle.to_tensor(masks)).numpy(),
                                   masks_to_boxes(masks))
+
+
+def random_outputs(seed, feat_hw, grids=(8, 6), classes=7, channels=5, top=0.5, scale=1.0):
+    """Network outputs of the shapes get_seg_single takes, with logits around 0 so that many
+    mask pixels lie close to mask_thr (``scale`` 1e-6: within a few float32 steps of it);
+    category scores uniform in [0, top)."""
+    rng = np.random.RandomState(seed)
+    cells = sum(g * g for g in grids)
+    cate = rng.uniform(0, top, (cells, classes)).astype(np.float32)
+    kernels = rng.normal(0, 1, (cells, channels)).astype(np.float32)
+    feat = (scale * rng.normal(0, 1, (channels, *feat_hw))).astype(np.float32)
+    return cate, kernels, feat, cell_strides(grids, (4, 8))
+
+
+# (seed, mask feature h x w, crop, original size, nms_pre, scoring batch, rescore chunk,
+#  max_per_img, Matrix NMS kernel, threads, logit scale): sizes that fit no vector width,
+# crops equal to the original (the resize skipped), smaller and larger than it, batches of
+# one row (numpy's matrix-vector product), chunks that do not divide the batch, more
+# threads than masks, and probabilities that round to either side of mask_thr.
+PREVIOUS_CASES = [
+    (0, (10, 14), (40, 56), (40, 56), 25, 7, 16, 40, "gaussian", 1, 1.0),
+    (1, (13, 7), (50, 27), (101, 53), 9, 1, 3, 100, "gaussian", 2, 1.0),
+    (2, (33, 41), (129, 161), (77, 95), 300, 128, 5, 100, "linear", 3, 1.0),
+    (3, (1, 5), (4, 17), (9, 40), 30, 4, 16, 10, "gaussian", 2, 1.0),
+    (4, (64, 96), (250, 383), (300, 451), 500, 128, 16, 100, "gaussian", 2, 1.0),
+    (5, (31, 17), (121, 65), (121, 65), 2000, 128, 1, 100, "linear", 1, 1.0),
+    (6, (24, 36), (96, 144), (96, 144), 40, 16, 16, 100, "gaussian", 2, 1e-6),
+]
+
+
+@pytest.mark.parametrize("seed, feat_hw, crop, ori, nms_pre, batch, chunk, max_per_img, "
+                         "kernel, threads, scale", PREVIOUS_CASES)
+def test_equals_the_previous_implementation_bit_for_bit(seed, feat_hw, crop, ori, nms_pre,
+                                                        batch, chunk, max_per_img, kernel,
+                                                        threads, scale, monkeypatch):
+    import model.postprocess
+    from tests.model import previous_postprocess
+
+    monkeypatch.setattr(model.postprocess, "SCORING_BATCH", batch)
+    monkeypatch.setattr(previous_postprocess, "SCORING_BATCH", batch)
+    monkeypatch.setattr(model.postprocess, "CHUNK_ROWS", chunk)
+    grids = (12, 8) if seed == 4 else (8, 6)
+    cate, kernels, feat, strides = random_outputs(seed, feat_hw, grids, scale=scale)
+    cfg = Section(**{**CFG.__dict__, "nms_pre": nms_pre, "max_per_img": max_per_img,
+                     "nms_kernel": kernel})
+    before = previous_postprocess.get_seg_single(cate, kernels, feat, strides, crop, ori, cfg)
+    after = get_seg_single(cate, kernels, feat, strides, crop, ori, cfg, threads)
+    assert len(before["scores"]) > 3
+    for key in ("masks", "labels", "scores", "boxes"):
+        assert after[key].dtype == before[key].dtype, key
+        np.testing.assert_array_equal(after[key], before[key], err_msg=key)
+
+
+@pytest.mark.parametrize("top", [0.0, 0.1003])
+def test_no_or_one_candidate_as_before(top):
+    from tests.model import previous_postprocess
+
+    cate, kernels, feat, strides = random_outputs(7, (12, 9), top=top)
+    if top:
+        cate[:] = 0
+        cate[5, 2] = top
+    before = previous_postprocess.get_seg_single(cate, kernels, feat, strides, (48, 33),
+                                                 (60, 41), CFG)
+    after = get_seg_single(cate, kernels, feat, strides, (48, 33), (60, 41), CFG, 2)
+    assert len(after["scores"]) == (1 if top else 0)
+    for key in ("masks", "labels", "scores", "boxes"):
+        assert after[key].shape == before[key].shape and after[key].dtype == before[key].dtype
+        np.testing.assert_array_equal(after[key], before[key])
