@@ -54,7 +54,8 @@ def main(argv=None):
     if world == 1 or args.device == "cpu":
         use_device(args.device)
     if args.amp and not paddle.device.get_device().startswith("gpu"):
-        raise UserError("--amp needs a CUDA GPU (paddlepaddle-gpu); this run is on the CPU")
+        raise UserError("--amp needs a CUDA build of Paddle and a GPU (paddlepaddle-gpu); "
+                        "this run is on the CPU")
     if args.vdl:
         require_visualdl()  # before any data is read
     paddle.seed(args.seed)

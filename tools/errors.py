@@ -32,8 +32,8 @@ def entry_point(main):
 
     @functools.wraps(main)
     def run(*args, **kwargs):
-        for note in runtime.startup_notes:
-            print(f"note: {note}")
+        while runtime.startup_notes:  # once per process, however many mains it runs
+            print(f"note: {runtime.startup_notes.pop(0)}")
         try:
             return main(*args, **kwargs)
         except UserError as err:

@@ -31,12 +31,16 @@ def test_export_writes_every_part_and_onnx_converts(exported2):
 def test_round_trip_config0(tmp_path):
     cfg, weights = converted(tmp_path, 0)
     info = export(cfg, weights, str(tmp_path / "model"), log=lambda *a: None)
-    assert info["onnx"] == {"model": "ok"} and info["config"] == cfg.name
+    # Without --split: the deployable graph and the network graph the engines run.
+    assert info["onnx"] == {"model": "ok", "network": "ok"} and info["config"] == cfg.name
+    assert info["parts"] == ["model", "network"]
     reference = predict("dygraph", cfg, weights, None, paths=PHOTOS[:1])
     assert len(reference[0]["labels"]) > 0
     for engine in ("paddle-inference", "onnx"):
-        ours = predict(engine, cfg, weights, str(tmp_path / "model"), paths=PHOTOS[:1])
-        assert_same_detections(ours[0], reference[0])
+        for mode in ("network", "graph"):
+            ours = predict(engine, cfg, weights, str(tmp_path / "model"), mode,
+                           paths=PHOTOS[:1])
+            assert_same_detections(ours[0], reference[0])
 
 
 @pytest.mark.parametrize("case", ["no candidate", "masks too small"])
