@@ -4,6 +4,7 @@ import contextlib
 import errno
 import importlib
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -106,13 +107,18 @@ def test_demo_runs_the_onnx_engine(exported2, tmp_path):
                           cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert os.listdir(tmp_path / "res") == ["chelsea.png"]
-    assert "engine: onnx" in done.stdout and "  model" in done.stdout
+    assert "engine: onnx [network graph + numpy post-processing]" in done.stdout
+    # The exported engines run the network graph, then the dygraph engine's numpy
+    # post-processing (tools/inference/backends.py, mode 'network'): timed apart.
+    stages = [line.split()[0] for line in done.stdout.splitlines() if line.startswith("  ")]
+    assert "forward" in stages and "postprocess" in stages and "model" not in stages
 
 
 # ---------------------------------------------------------------- outputs (in-process)
-# demo.main with a stand-in predictor (one mask over the image's top-left quarter), so a
-# run takes well under a second and can count how many images reached the predictor.
+# demo.main with a stand-in backend (one mask over the image's top-left quarter) behind its
+# Predictor, so a run takes well under a second and can count how many images reached it.
 demo = importlib.import_module("demo")
+api = importlib.import_module("tools.inference.api")
 CLASSES = f"classes_path={os.path.join(ROOT, 'data', 'coco_classes.txt')}"
 
 
@@ -136,7 +142,7 @@ class StandIn:
 @pytest.fixture
 def stand_in(monkeypatch):
     predictor = StandIn()
-    monkeypatch.setattr(demo, "load_backend", lambda *args, **kwargs: (predictor, "mmcv"))
+    monkeypatch.setattr(api, "load_backend", lambda *args, **kwargs: (predictor, "mmcv"))
     return predictor
 
 
@@ -218,7 +224,7 @@ def test_permission_denied_fails_before_predicting(stand_in, tmp_path, monkeypat
 
 def test_a_full_disk_stops_the_run_with_one_line(monkeypatch, tmp_path):
     predictor = StandIn(delay=0.05)
-    monkeypatch.setattr(demo, "load_backend", lambda *args, **kwargs: (predictor, "mmcv"))
+    monkeypatch.setattr(api, "load_backend", lambda *args, **kwargs: (predictor, "mmcv"))
     paths = photo_folders(tmp_path, [f"f{i:02d}" for i in range(30)])
 
     def full(fd):
@@ -279,3 +285,196 @@ def test_a_glob_or_path_that_names_nothing(tmp_path, spec, message):
                str(tmp_path / "res"))
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 1 and lines == ["error: " + message.format(tmp=tmp_path)]
+
+
+# ---------------------------------------------------------------- one command (issue 13)
+@pytest.fixture(scope="module")
+def published2(tmp_path_factory):
+    """Config 2's catalogue file as a stand-in in its published container."""
+    from config import load_config
+
+    entry = load_config(2).published_models()[0]
+    path = tmp_path_factory.mktemp("published") / entry.file
+    fx.CONTAINERS[2][1](str(path), 80)
+    return entry, path.read_bytes()
+
+
+def test_one_command_fetches_converts_caches_and_predicts(published2, tmp_path):
+    from tests.fixtures.weights_server import Served, WeightsServer
+
+    entry, data = published2
+    home = tmp_path / "home"
+    with WeightsServer() as server:
+        server.files[entry.file] = Served(data)
+        env = dict(os.environ, SOLOV2_HOME=str(home), SOLOV2_WEIGHTS_MIRROR=server.url)
+        env.pop("SOLOV2_OFFLINE", None)
+
+        def demo_run(out):
+            return subprocess.run([sys.executable, "demo.py", "--config=2", "--input",
+                                   PHOTOS[0], "--output", str(out), "test_size=(128, 192)"],
+                                  cwd=ROOT, capture_output=True, text=True, env=env)
+
+        first = demo_run(tmp_path / "res1")
+        assert first.returncode == 0, first.stderr
+        assert f"fetching {entry.file}" in first.stdout
+        assert server.requests == [(f"/{entry.file}", None)]
+        assert os.listdir(tmp_path / "res1") == ["chelsea.png"]
+        assert os.path.exists(home / entry.output) and os.path.exists(home / "downloads")
+        second = demo_run(tmp_path / "res2")
+        assert second.returncode == 0, second.stderr
+        assert len(server.requests) == 1 and "fetching" not in second.stdout  # cached
+        assert os.listdir(tmp_path / "res2") == ["chelsea.png"]
+
+
+@pytest.mark.parametrize("how", ["--no-download", "SOLOV2_OFFLINE=1"])
+def test_offline_the_missing_default_says_how_to_get_it(tmp_path, how):
+    env = dict(os.environ, SOLOV2_HOME=str(tmp_path / "home"),
+               SOLOV2_WEIGHTS_MIRROR="http://127.0.0.1:9")  # never reached
+    args = ["demo.py", "--config=2", "--input", PHOTOS[0], "--output", str(tmp_path / "res")]
+    if how == "--no-download":
+        args.append(how)
+    else:
+        env["SOLOV2_OFFLINE"] = "1"
+    done = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                          env=env)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "error: weight file not found: dygraph_solov2_light_r50_vd_fpn_dcn_512_3x" \
+           ".pdparams" in done.stderr
+    assert "It is the config's default, which is fetched" in done.stderr
+    assert "--no-download or SOLOV2_OFFLINE=1" in done.stderr
+    assert "SOLOV2_WEIGHTS_MIRROR" in done.stderr
+    assert "wget -O solov2_light_r50_vd_fpn_dcn_512_3x.pdparams" in done.stderr
+    assert not os.path.exists(tmp_path / "home" / "downloads")
+
+
+def test_the_pth_entries_say_cloudstor_closed(tmp_path):
+    done = run("demo.py", "--config=1", "--no-download", "--input", PHOTOS[0], "--output",
+               str(tmp_path / "res"))
+    assert done.returncode == 1
+    assert "AARNet CloudStor" in done.stderr and "reported closed in 2023" in done.stderr
+
+
+# ---------------------------------------------------------------- results as data
+def test_json_and_mask_files_hold_exactly_what_is_drawn(converted, tmp_path):
+    from tools.inference import Predictor
+    from tools.inference.instances import decode_rle
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for path in PHOTOS:
+        shutil.copy(path, folder)
+    out = tmp_path / "res"
+    status, stdout, err = run_main(f"test_cfg.model_path={converted}", "test_size=(128, 192)",
+                                   "--input", str(folder), "--output", str(out), "--thresh",
+                                   "0.2", "--save-json", "--save-masks")
+    assert status == 0, err
+    data = json.load(open(out / "results.json"))
+    assert data["config"] == "solov2_light_r50_vd_fpn_dcn_512_3x" and data["thresh"] == 0.2
+    assert [image["file_name"] for image in data["images"]] == ["chelsea.png", "coffee.png"]
+    predictor = Predictor(config=2, weights=converted, overrides=["test_size=(128, 192)"],
+                          device="cpu", download=False)
+    masks_written = 0
+    for image in data["images"]:
+        expected = predictor(str(folder / image["file_name"])).keep(0.2)
+        assert len(expected) > 0  # the stand-in weights detect
+        assert (image["height"], image["width"]) == expected.size
+        dets = image["detections"]
+        assert [d["class_id"] for d in dets] == expected.labels.tolist()
+        assert [d["class_name"] for d in dets] == expected.names
+        np.testing.assert_allclose([d["score"] for d in dets], expected.scores, rtol=1e-6)
+        stem = os.path.splitext(image["file_name"])[0]
+        for k, (det, mask) in enumerate(zip(dets, expected.masks)):
+            np.testing.assert_array_equal(decode_rle(det["mask"]), mask)
+            name = f"{stem}_{k}_{expected.names[k].replace(' ', '_')}.png"
+            png = cv2.imread(str(out / name), cv2.IMREAD_UNCHANGED)
+            np.testing.assert_array_equal(png, mask.astype(np.uint8) * 255)
+            masks_written += 1
+        drawn = cv2.imread(str(out / image["file_name"]))[..., ::-1]
+        np.testing.assert_array_equal(drawn, expected.draw())  # the same instances drawn
+    assert len(os.listdir(out)) == 2 + masks_written + 1  # drawings, masks, results.json
+
+    bare = tmp_path / "bare"
+    status, _, err = run_main(f"test_cfg.model_path={converted}", "test_size=(128, 192)",
+                              "--input", str(folder), "--output", str(bare), "--thresh",
+                              "0.2", "--save-json", "--no-draw")
+    assert status == 0, err
+    assert os.listdir(bare) == ["results.json"]  # no drawing
+    assert json.load(open(bare / "results.json"))["images"] == data["images"]
+
+
+def test_no_draw_alone_is_refused(stand_in, tmp_path):
+    status, _, err = run_main("--input", PHOTOS[0], "--output", str(tmp_path), "--no-draw")
+    assert status == 1 and "--no-draw leaves nothing to write" in err
+    assert stand_in.images == 0
+
+
+# ---------------------------------------------------------------- videos and cameras
+def clip(path, fourcc="mp4v", frames=12, fps=7):
+    chelsea = cv2.imread(os.path.join(ROOT, "images", "test", "chelsea.png"))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (131, 97))
+    for k in range(frames):
+        writer.write(np.ascontiguousarray(chelsea[20:117, 4 * k:4 * k + 131]))
+    writer.release()
+    return str(path)
+
+
+def frame_count(path):
+    capture = cv2.VideoCapture(str(path))
+    count = 0
+    while capture.read()[0]:
+        count += 1
+    return count, capture.get(cv2.CAP_PROP_FPS)
+
+
+def test_images_and_a_video_in_one_run(stand_in, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(PHOTOS[0], folder)
+    video = clip(tmp_path / "clip.mp4")
+    out = tmp_path / "res"
+    status, stdout, err = run_main("--input", str(folder), video, "--output", str(out))
+    assert status == 0, err
+    assert "1 images and 1 videos from" in stdout
+    # Mirrored below the inputs' common folder; the video's drawing is an .mp4.
+    assert sorted(os.listdir(out)) == ["clip.mp4", "in"]
+    assert os.listdir(out / "in") == ["chelsea.png"]
+    video_out = str(out / "clip.mp4")
+    assert frame_count(video_out) == (12, 7)
+    assert f"-> {video_out}: 12 frames in" in stdout and "FPS" in stdout
+    # warm-up image + the image + 12 frames
+    assert stand_in.images == 14
+
+
+def test_an_unreadable_video_is_one_error_line(stand_in, tmp_path):
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(np.random.RandomState(0).bytes(5000))
+    status, _, err = run_main("--input", str(garbage), "--output", str(tmp_path / "res"))
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert status == 1 and len(lines) == 1, err
+    assert lines[0].startswith(f"error: cannot read the video {garbage}")
+    assert stand_in.images == 0
+
+
+def test_a_truncated_video_says_how_many_frames_failed(stand_in, tmp_path):
+    whole = clip(tmp_path / "whole.avi", fourcc="MJPG")
+    data = open(whole, "rb").read()
+    (tmp_path / "in").mkdir()
+    cut = tmp_path / "in" / "cut.avi"
+    cut.write_bytes(data[:len(data) * 2 // 3])
+    readable, _ = frame_count(cut)
+    status, stdout, err = run_main("--input", str(cut), "--output", str(tmp_path / "res"))
+    assert status == 0, err
+    assert f"{12 - readable} of the 12 frames the file lists could not be decoded" in err
+    assert frame_count(tmp_path / "res" / "cut.mp4")[0] == readable
+
+
+def test_camera_on_headless_opencv_says_there_is_no_window(stand_in, tmp_path, monkeypatch):
+    from tests.fixtures.video import FakeCapture, fake_camera
+
+    fake_camera(monkeypatch, FakeCapture(5))
+    monkeypatch.setattr(demo, "gui_available", lambda: False)
+    status, stdout, err = run_main("--camera", "0", "--output", str(tmp_path))
+    assert status == 0, err
+    assert "no live window" in stdout
+    assert os.listdir(tmp_path) == ["camera0.mp4"]
+    assert frame_count(tmp_path / "camera0.mp4")[0] >= 5

@@ -17,7 +17,8 @@ above it in this list (config/ and model/ sit between runtime.py and data/).
 
 The files directly in tools/ besides runtime.py, errors.py and files.py are thin scripts
 (export_model.py, benchmark.py, benchmark_pipeline.py, make_synthetic_coco.py); no module
-imports a script or tests/.
+imports a script or tests/. This file, above every layer, is where one layer is handed a
+function of a higher one: the inference Predictor's exporter (see the end).
 """
 
 from .runtime import amd_mkl_fast_path, quiet_paddle_import
@@ -26,3 +27,16 @@ from .runtime import amd_mkl_fast_path, quiet_paddle_import
 # Paddle, so this is the one place that runs early enough for MKL to see the variable.
 amd_mkl_fast_path()
 quiet_paddle_import()
+
+
+def _export_on_first_use(cfg, model_path, engine, **kwargs):
+    # tools.inference.Predictor(engine="onnx") without a folder exports into the cache;
+    # the export code (tools/deploy) loads only when that happens.
+    from .deploy.cache import exported_model_dir
+
+    return exported_model_dir(cfg, model_path, engine, **kwargs)
+
+
+from . import inference  # noqa: E402 - light: its modules load on first use
+
+inference.exporter = _export_on_first_use

@@ -12,29 +12,18 @@ import json
 import os
 import zipfile
 
-import numpy as np
 from pycocotools import mask as mask_utils
 
 from ..data.coco import read_json
 from ..errors import UserError
 from ..files import atomic_write
+from ..inference.instances import encode_masks
 
 RECORD_KEYS = ("image_id", "category_id", "score")
 
 
 class ResultsFileError(UserError):
     """A results json that cannot be read back or does not fit the annotation file."""
-
-
-def encode_masks(masks):
-    """[k, H, W] bool -> k compressed RLEs whose ``counts`` are str, ready for json."""
-    if len(masks) == 0:
-        return []
-    # pycocotools encodes column-major uint8 [H, W, k].
-    rles = mask_utils.encode(np.asfortranarray(np.transpose(masks, (1, 2, 0)), dtype=np.uint8))
-    for rle in rles:
-        rle["counts"] = rle["counts"].decode("ascii")
-    return rles
 
 
 def encode_result(result, image_id, cat_ids):

@@ -4,11 +4,17 @@ The post-processing gives, per image, a dict of ``masks`` [K, H, W] bool at the 
 size, ``labels`` [K] int64 (0-based), ``scores`` [K] float32 and ``boxes`` [K, 4] float32
 (x0, y0, x1, y1, exclusive ends). :class:`Result` wraps it with the class names and the image,
 and turns it into what users ask for: a drawn image, COCO result records (the RLE that
-eval.py writes), polygons, or a json-ready dict (``demo.py --save-json``).
+eval.py writes), polygons, a json-ready dict (``demo.py --save-json``, collected into one
+file by :func:`write_results`) or one PNG per mask (``demo.py --save-masks``).
 """
+
+import json
+import re
 
 import numpy as np
 from pycocotools import mask as mask_utils
+
+from ..files import write_bytes, write_text
 
 
 def encode_masks(masks):
@@ -127,6 +133,25 @@ class Result:
         :func:`mask_polygons`)."""
         return [mask_polygons(mask) for mask in self.masks]
 
+    def mask_paths(self, stem):
+        """Where :meth:`save_masks` writes instance k: ``<stem>_<k>_<class>.png``, the
+        class name with anything but letters, digits, '-' and '.' as '_'."""
+        return [f"{stem}_{k}_{re.sub(r'[^0-9A-Za-z.-]+', '_', name)}.png"
+                for k, name in enumerate(self.names)]
+
+    def save_masks(self, stem):
+        """One PNG per instance (0 outside the mask, 255 inside, at the image's size) at
+        :meth:`mask_paths`, each written atomically; returns the paths."""
+        import cv2
+
+        paths = self.mask_paths(stem)
+        for path, mask in zip(paths, self.masks):
+            ok, data = cv2.imencode(".png", mask.astype(np.uint8) * 255)
+            if not ok:
+                raise OSError(f"cv2 could not encode {path}")
+            write_bytes(path, data)
+        return paths
+
     def to_json(self, file_name=None):
         """A json-ready dict: the image's file name and size, and per detection its class id
         and name, score, box (x0, y0, x1, y1) and RLE mask (``demo.py --save-json``)."""
@@ -140,3 +165,9 @@ class Result:
                                         "counts": rle["counts"]}})
         return {"file_name": file_name if file_name is not None else self.path,
                 "height": height, "width": width, "detections": detections}
+
+
+def write_results(path, images, **about):
+    """Write ``{**about, "images": images}`` (``images``: :meth:`Result.to_json` dicts) to
+    ``path`` as json, atomically; returns ``path``."""
+    return write_text(path, json.dumps(dict(about, images=list(images))))

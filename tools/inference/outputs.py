@@ -38,14 +38,15 @@ def common_folder(paths):
     return os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths])
 
 
-def plan_outputs(paths, output_dir):
+def plan_outputs(paths, output_dir, name=drawn_path):
     """The drawn image's path for each input path, mirrored under ``output_dir`` (see the
-    module docstring). Raises OutputConflictError when an output would be one of the inputs
-    or two inputs would be drawn to one file; nothing has been written then."""
+    module docstring); ``name(mirrored path)`` gives the output's name (a video's differs).
+    Raises OutputConflictError when an output would be one of the inputs or two inputs
+    would be drawn to one file; nothing has been written then."""
     if not paths:
         return []
     base = common_folder(paths)
-    outputs = [drawn_path(os.path.join(output_dir, os.path.relpath(os.path.abspath(p), base)))
+    outputs = [name(os.path.join(output_dir, os.path.relpath(os.path.abspath(p), base)))
                for p in paths]
     by_name = {os.path.realpath(p): p for p in paths}
     by_file = {_identity(p): p for p in paths}  # also a hard link to an input

@@ -47,12 +47,13 @@ class StageTimes:
         return "\n".join(lines)
 
 
-def progress_bar(total, desc):
-    """A tqdm bar with an ETA on stderr, for predict_stream's ``progress`` callback. Write
-    messages while it runs with ``bar.write(text, file=sys.stderr)`` to keep it intact."""
+def progress_bar(total, desc, unit="img"):
+    """A tqdm bar with an ETA (and the rate: FPS for frames) on stderr, for predict_stream's
+    ``progress`` callback; ``total`` None for a stream of unknown length. Write messages
+    while it runs with ``bar.write(text, file=sys.stderr)`` to keep it intact."""
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, mininterval=1.0,
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, mininterval=1.0,
                 dynamic_ncols=True)
 
 
@@ -94,33 +95,47 @@ def load_item(index, source, size, mean, std, style, keep_image=False, times=Non
     return Item(index, path, chw, crop_hw, ori_hw, image if keep_image else None)
 
 
-def predict_stream(predictor, paths, size, mean, std, style, batch_size=1, num_workers=2,
-                   keep_image=False, consumer=None, times=None, on_error=None, progress=None):
-    """Predict every image in ``paths`` with ``predictor``, any backend of
+def predict_stream(predictor, sources, size, mean, std, style, batch_size=1, num_workers=2,
+                   keep_image=False, consumer=None, times=None, on_error=None, progress=None,
+                   ordered=None):
+    """Predict every image of ``sources`` with ``predictor``, any backend of
     tools.inference.backends: ``predictor(batch, crop_hws, ori_hws, times) -> results``.
+
+    ``sources`` holds paths or RGB uint8 [H, W, 3] arrays: a list, or any iterable of
+    unknown length (the frames of a video, a camera); it is drawn from only as the readers
+    need it, a few batches ahead, so a long video never sits in memory.
 
     consumer(item, result) runs in a worker thread for each image (result: the dict of
     masks/labels/scores/boxes from the post-processing); its return values come back as a
-    list in input order (None for unreadable images). Unreadable images are passed to
+    list in input order (None for unreadable images). Given ``ordered(index, value)``, they
+    go to it instead, from the calling thread, in input order, each as soon as every earlier
+    image has been consumed or skipped (a video is written frame by frame this way); then
+    nothing is kept and None is returned. Unreadable images are passed to
     ``on_error(item)`` (default: a line on stderr) and skipped. ``progress(n)`` is called
     from the calling thread after each batch with the number of images it held. An
-    exception in ``consumer`` ends the loop at the next image and is raised here.
+    exception in ``consumer`` or ``ordered`` ends the loop at the next image and is raised
+    here.
     """
     times = times if times is not None else StageTimes()
     on_error = on_error or (lambda item: print(f"skipped: {item.error}", file=sys.stderr))
-    results = [None] * len(paths)
-    queue = collections.deque()
+    results = None if ordered is not None else []
+    reads = collections.deque()   # futures of load_item, in input order
+    writes = collections.deque()  # futures of consume, in the order batches ran
     pending = collections.OrderedDict()  # padded shape -> items waiting for a full batch
     max_pending = 4 * batch_size
+    # Input order for ``ordered``: values that finished before an earlier image (batches of
+    # another padded shape can run first) wait here; skipped images leave a gap to pass.
+    ready, gaps, next_index = {}, set(), 0
     with ThreadPoolExecutor(num_workers) as readers, ThreadPoolExecutor(num_workers) as writers:
-        jobs = iter(enumerate(paths))
-        writes = []
+        jobs = iter(enumerate(sources))
 
         def submit_reads(limit):
-            for index, path in jobs:
-                queue.append(readers.submit(load_item, index, path, size, mean, std, style,
+            for index, source in jobs:
+                if results is not None:
+                    results.append(None)
+                reads.append(readers.submit(load_item, index, source, size, mean, std, style,
                                             keep_image, times))
-                if len(queue) >= limit:
+                if len(reads) >= limit:
                     break
 
         def consume(item, result):
@@ -129,8 +144,36 @@ def predict_stream(predictor, paths, size, mean, std, style, batch_size=1, num_w
             times.add("consume", time.perf_counter() - start)
             return item.index, value
 
+        def deliver():
+            nonlocal next_index
+            while next_index in ready or next_index in gaps:
+                if next_index in ready:
+                    ordered(next_index, ready.pop(next_index))
+                else:
+                    gaps.discard(next_index)
+                next_index += 1
+
+        def finish(future):
+            index, value = future.result()  # a consumer's exception is raised here
+            if results is not None:
+                results[index] = value
+            else:
+                ready[index] = value
+                deliver()
+
+        def collect(keep):
+            # Finished consumers are taken off in the order they were submitted, so a
+            # failing one (a full disk, say) stops the run when it happens, not after
+            # every remaining image has been predicted. With ``keep`` set, also wait until
+            # at most that many are unfinished: results wait in memory for a consumer, and
+            # those of a large photo are large (100 masks at 8000 x 6000 are 4.6 GB).
+            while writes and (writes[0].done() or (keep is not None and len(writes) > keep)):
+                finish(writes.popleft())
+
         def run(items):
-            wait_for_consumers()
+            # At most a batch more results than there are consumer threads, enough to keep
+            # them busy while the next batch is predicted.
+            collect(keep=num_workers + batch_size - 1)
             batch_results = predictor(pad_batch([it.input for it in items]),
                                       [it.crop_hw for it in items], [it.ori_hw for it in items],
                                       times)
@@ -139,34 +182,17 @@ def predict_stream(predictor, paths, size, mean, std, style, batch_size=1, num_w
             if progress:
                 progress(len(items))
 
-        checked = 0  # writes[:checked] are finished and raised nothing
-
-        def raise_failed_consumer():
-            # A consumer's error (a full disk, say) stops the run when it happens, not
-            # after every remaining image has been predicted.
-            nonlocal checked
-            while checked < len(writes) and writes[checked].done():
-                writes[checked].result()
-                checked += 1
-
-        def wait_for_consumers():
-            # Results wait in memory for a consumer, and those of a large photo are large
-            # (100 masks at 8000 x 6000 are 4.6 GB): at most a batch more than there are
-            # consumer threads, enough to keep them busy while the next batch is predicted.
-            nonlocal checked
-            raise_failed_consumer()
-            while len(writes) - checked >= num_workers + batch_size:
-                writes[checked].result()
-                checked += 1
-
         try:
             submit_reads(max(2 * num_workers, 2 * batch_size))
-            while queue:
-                item = queue.popleft().result()
+            while reads:
+                item = reads.popleft().result()
                 submit_reads(max(2 * num_workers, 2 * batch_size))
-                raise_failed_consumer()
+                collect(keep=None)
                 if item.error:
                     on_error(item)
+                    if results is None:
+                        gaps.add(item.index)
+                        deliver()
                     if progress:
                         progress(1)
                     continue
@@ -179,11 +205,9 @@ def predict_stream(predictor, paths, size, mean, std, style, batch_size=1, num_w
                     run(pending.pop(next(iter(pending))))  # oldest shape, partially filled
             for bucket in pending.values():
                 run(bucket)
+            collect(keep=0)
         except BaseException:
-            for future in list(queue) + writes:
+            for future in list(reads) + list(writes):
                 future.cancel()  # queued work only; running tasks finish
             raise
-        for future in writes:
-            index, value = future.result()
-            results[index] = value
     return results

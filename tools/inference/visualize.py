@@ -18,26 +18,31 @@ from ..files import write_bytes
 BLEND_ROWS = 512
 
 
-def instance_colors(count):
-    """``count`` well-separated RGB colours (golden-ratio hue steps), same every run."""
-    colors = []
-    for i in range(count):
-        hue = (0.1 + i * 0.618033988749895) % 1.0
-        r, g, b = colorsys.hsv_to_rgb(hue, 0.75, 0.95)
-        colors.append((int(255 * r), int(255 * g), int(255 * b)))
-    return colors
+def class_color(label):
+    """The RGB colour of class ``label``: the same in every image and every video frame, so
+    a class keeps its colour from one to the next. Hues step by the golden ratio, so
+    neighbouring labels differ clearly."""
+    hue = (0.1 + int(label) * 0.618033988749895) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(hue, 0.75, 0.95)
+    return (int(255 * r), int(255 * g), int(255 * b))
+
+
+def instance_colors(labels):
+    """The colour of each instance: its class's (:func:`class_color`)."""
+    return [class_color(label) for label in labels]
 
 
 def draw_instances(image, result, class_names, thresh, alpha=0.5):
     """RGB uint8 [H, W, 3] + a post-processing result -> a new RGB image with every
-    detection scoring at least ``thresh`` drawn; the best-scoring instance is drawn last.
+    detection scoring at least ``thresh`` drawn in its class's colour; the best-scoring
+    instance is drawn last.
 
     Each mask is blended and outlined within its bounding region (found from the mask
     itself, so any backend's result draws the same); the pixels are those of blending and
     outlining the whole-image mask."""
     canvas = image.copy()
     keep = [i for i in range(len(result["scores"])) if result["scores"][i] >= thresh]
-    colors = instance_colors(len(keep))
+    colors = instance_colors([result["labels"][i] for i in keep])
     for color, i in reversed(list(zip(colors, keep))):
         region = mask_region(result["masks"][i])
         if region is None:

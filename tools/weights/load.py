@@ -18,15 +18,24 @@ class MissingWeightsError(WeightFileError):
 
 
 def missing_weights_message(path, cfg):
-    """What to do when ``path`` is missing: the config's published files and how to
-    convert them."""
+    """What to do when ``path`` is missing: how the config's default is fetched, and its
+    published files with the commands that convert them."""
     lines = [f"weight file not found: {path}"]
     sources = cfg.published_models()
     if sources:
-        lines.append("Download a published file and convert it, e.g.:")
+        default = os.path.normpath(path or "") == os.path.normpath(sources[0].output)
+        lines.append(("It is the config's default, which is" if default else
+                      f"Only the config's default ({sources[0].output}) is")
+                     + " fetched, converted and cached in $SOLOV2_HOME on first use unless "
+                       "--no-download or SOLOV2_OFFLINE=1 (SOLOV2_WEIGHTS_MIRROR=URL: fetch "
+                       "URL/<file> instead). By hand:")
     for src in sources:
         lines.append(f"  wget -O {src.file} '{src.url}'")
         lines.append(f"  python {src.converter} {src.file}    # writes {src.output}")
+        if "cloudstor.aarnet.edu.au" in src.url:
+            # SOLO's README links its checkpoints there; the service was reported closed.
+            lines.append("  (AARNet CloudStor, SOLO's host for this file, was reported closed "
+                         "in 2023: use a copy or a mirror)")
     lines.append("or give your file: --weights FILE, or model_path=PATH (test_cfg.model_path "
                  "or eval_cfg.model_path for one stage)")
     return "\n".join(lines)

@@ -115,3 +115,54 @@ def test_polygons_outline_each_part():
     assert (back & ~mask).sum() == 0
     inner = cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     assert (inner & ~back).sum() == 0
+
+
+def test_an_exported_engine_without_a_folder_asks_the_exporter(weights, monkeypatch):
+    import tools
+    import tools.inference
+    from tools.inference import api
+
+    # The package above every layer wires tools.deploy's cache in (see tools/__init__.py).
+    assert tools.inference.exporter is tools._export_on_first_use
+    asked, loaded = [], []
+
+    def exporter(cfg, model_path, engine, download, log):
+        asked.append((cfg.name, model_path, engine, download))
+        return "/exports/here"
+
+    def load_backend(engine, cfg, model_path, model_dir, **kwargs):
+        loaded.append((engine, model_dir))
+        return object(), "mmcv"
+
+    monkeypatch.setattr(api, "load_backend", load_backend)
+    predictor = Predictor(config=2, weights=weights, engine="onnx", overrides=SMALL,
+                          device="cpu", download=False, exporter=exporter)
+    assert asked == [("solov2_light_r50_vd_fpn_dcn_512_3x", weights, "onnx", False)]
+    assert loaded == [("onnx", "/exports/here")] and predictor.model_dir == "/exports/here"
+    Predictor(config=2, weights=weights, engine="onnx", model_dir="/given", device="cpu",
+              exporter=exporter)
+    assert len(asked) == 1 and loaded[-1] == ("onnx", "/given")  # a folder given: used
+
+
+@pytest.mark.slow
+def test_onnx_without_a_folder_exports_once_into_the_cache(weights, tmp_path, monkeypatch):
+    """The real export (about 2-3 minutes here, most of it the ONNX conversion)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("paddle2onnx")
+    from tests.fixtures.exported import assert_same_detections
+
+    monkeypatch.setenv("SOLOV2_HOME", str(tmp_path / "home"))
+    first = Predictor(config=2, weights=weights, engine="onnx", overrides=SMALL, device="cpu",
+                      download=False, log=lambda *a: None)
+    folder = first.model_dir
+    assert folder == str(tmp_path / "home" / "exports"
+                         / "solov2_light_r50_vd_fpn_dcn_512_3x-w")
+    mtimes = {n: os.stat(os.path.join(folder, n)).st_mtime_ns for n in os.listdir(folder)}
+    assert "network.onnx" in mtimes
+    second = Predictor(config=2, weights=weights, engine="onnx", overrides=SMALL,
+                       device="cpu", download=False, log=lambda *a: None)
+    assert second.model_dir == folder
+    assert {n: os.stat(os.path.join(folder, n)).st_mtime_ns
+            for n in os.listdir(folder)} == mtimes  # reused, not exported again
+    for ours, expected in zip(second(PHOTOS), reference(weights, PHOTOS)):
+        assert_same_detections(ours.as_dict(), expected)

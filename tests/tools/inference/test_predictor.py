@@ -148,3 +148,36 @@ def test_results_waiting_for_slow_consumers_are_bounded(tmp_path):
     assert out == list(range(24))
     # Never more than num_workers + batch_size results made and not yet consumed.
     assert max(waiting) <= 3, waiting
+
+
+def test_an_iterable_is_read_lazily_and_ordered_gets_input_order(tmp_path):
+    """A video is a generator of unknown length: the loop takes frames a few batches ahead
+    of the network only, and ``ordered`` sees every value in input order although batches
+    of another padded shape finish first; an unreadable frame leaves a gap."""
+    predictor = CountingPredictor()
+    taken = []
+    ahead = []
+
+    def frames():
+        for k in range(40):
+            taken.append(k)
+            h = 32 if k % 3 else 96  # every third frame pads to another shape
+            if k == 7:
+                yield np.zeros((h, 48), np.uint8)  # not RGB: skipped
+            else:
+                yield np.full((h, 48, 3), k, np.uint8)
+
+    def counting(batch, crop_hws, ori_hws, times):
+        ahead.append(len(taken) - predictor.images)
+        return predictor(batch, crop_hws, ori_hws, times)
+
+    seen, skipped = [], []
+    out = predict_stream(counting, frames(), (32, 48), (0, 0, 0), (1, 1, 1), "mmcv",
+                         batch_size=2, num_workers=2, consumer=lambda item, r: item.index,
+                         ordered=lambda index, value: seen.append((index, value)),
+                         on_error=lambda item: skipped.append(item.index))
+    assert out is None and skipped == [7]
+    assert seen == [(k, k) for k in range(40) if k != 7]
+    # Never more than the read-ahead (2 batches or 2 x workers) plus the batches waiting for
+    # a full bucket (4 x batch size) beyond what the network has been given.
+    assert max(ahead) <= 4 + 4 * 2 + 2, ahead

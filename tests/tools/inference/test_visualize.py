@@ -13,9 +13,9 @@ import pytest
 from tools.files import OutputError
 from tools.inference import visualize
 from tools.inference.visualize import (
+    class_color,
     draw_instances,
     drawn_path,
-    instance_colors,
     mask_region,
     save_image,
 )
@@ -25,7 +25,7 @@ def full_size_reference(image, result, class_names, thresh, alpha=0.5):
     """Brute force: blend and outline every mask over the whole image."""
     canvas = image.copy()
     keep = [i for i, s in enumerate(result["scores"]) if s >= thresh]
-    colors = instance_colors(len(keep))
+    colors = [class_color(result["labels"][i]) for i in keep]
     for color, i in reversed(list(zip(colors, keep))):
         mask = result["masks"][i]
         if not mask.any():
@@ -179,3 +179,25 @@ def test_save_into_a_path_under_a_file_is_an_output_error(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(OutputError, match="file"):
         save_image(str(tmp_path / "file" / "a.png"), np.zeros((4, 4, 3), np.uint8))
+
+
+def test_a_class_keeps_its_colour_whatever_else_is_in_the_image():
+    """Colour = f(class): a person is drawn in the same colour in every image and video
+    frame, whatever its rank among the detections."""
+    h, w = 100, 200
+    image = np.full((h, w, 3), 40, np.uint8)
+    masks = np.zeros((2, h, w), bool)
+    masks[0, 40:60, 20:60] = masks[1, 60:90, 120:180] = True  # labels go above each mask
+    boxes = boxes_of(masks)
+    alone = {"masks": masks[1:], "labels": np.array([5]), "scores": np.array([0.9]),
+             "boxes": boxes[1:]}
+    second = {"masks": masks, "labels": np.array([2, 5]), "scores": np.array([0.95, 0.9]),
+              "boxes": boxes}
+    names = [f"class{k}" for k in range(10)]
+    a = draw_instances(image, alone, names, 0.5)
+    b = draw_instances(image, second, names, 0.5)
+    inside5, inside2 = (75, 150), (50, 40)  # inside the masks, away from outlines and labels
+    np.testing.assert_array_equal(a[inside5], b[inside5])
+    assert (a[inside5] != image[inside5]).any()
+    assert tuple(b[inside2]) != tuple(b[inside5])  # classes 2 and 5 differ
+    assert class_color(5) == class_color(np.int64(5)) != class_color(6)
