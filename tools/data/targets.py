@@ -33,11 +33,12 @@ What the references feed their loss as the mask of a positive, read from their c
   least two of the four pixels read are 1, so the target stays 0/1 uint8.
   Centre of mass: PaddleDetection uses scipy.ndimage.center_of_mass of the padded mask (the
   padding adds nothing), an exact sum of pixel indices in float64 divided once: what
-  ``ys.mean()`` computes here, bit for bit. SOLO sums index x mask in float32 with torch
-  and divides in float32: equal to ours while the sums stay below 2**24, otherwise rounded
-  in torch's summation order. The cell arithmetic, int((c / H) // (1 / S)), is that of
-  both; SOLO evaluates it in float32, PaddleDetection in float64 with a float32 box, as
-  here (tests/tools/data/test_targets_reference.py compares both on real photos).
+  :func:`center_of_mass` computes here from integer sums, bit for bit. SOLO sums index x
+  mask in float32 with torch and divides in float32: equal to ours while the sums stay below
+  2**24, otherwise rounded in torch's summation order. The cell arithmetic, int((c / H) //
+  (1 / S)), is that of both; SOLO evaluates it in float32, PaddleDetection in float64 with a
+  float32 box, as here (tests/tools/data/test_targets_reference.py compares both on real
+  photos).
 """
 
 import cv2
@@ -66,10 +67,22 @@ def _cell(coord, extent, grid):
     return int((coord / extent) // (1.0 / grid))
 
 
-def center_region(mask, box, pad_hw, grid, sigma):
-    """(top, bottom, left, right) inclusive cell range of one instance on an S x S grid."""
-    ys, xs = np.nonzero(mask)
-    cy, cx = ys.mean(), xs.mean()  # centre of mass of a 0/1 mask, as scipy computes it
+def center_of_mass(mask):
+    """(row, column) centre of mass of the mask's non-zero pixels, as float64: the exact
+    integer sums of their indices divided once, which is what scipy's center_of_mass and
+    ``np.nonzero(mask)[0].mean()`` give (their float64 sums of integers below 2**53 are
+    exact in any order), without listing the pixels."""
+    rows = np.count_nonzero(mask, axis=1)
+    cols = np.count_nonzero(mask, axis=0)
+    count = int(rows.sum())
+    return (int(rows @ np.arange(len(rows), dtype=np.int64)) / count,
+            int(cols @ np.arange(len(cols), dtype=np.int64)) / count)
+
+
+def center_region(mask, box, pad_hw, grid, sigma, center=None):
+    """(top, bottom, left, right) inclusive cell range of one instance on an S x S grid;
+    ``center``: the mask's center_of_mass, when already known."""
+    cy, cx = center_of_mass(mask) if center is None else center
     # In the box's dtype, as the references (float32 boxes give float32 half sizes).
     half_w = 0.5 * (box[2] - box[0]) * sigma
     half_h = 0.5 * (box[3] - box[1]) * sigma
@@ -104,13 +117,17 @@ def image_targets(masks, labels, pad_hw, num_grids, scale_ranges, sigma, boxes=N
         in_range = [np.flatnonzero((sizes >= lo) & (sizes <= hi)) for lo, hi in scale_ranges]
     cate_labels, index, small_masks = [], [], []
     small = {}  # instance -> its target mask, made once even when on two levels
+    centers = {}  # instance -> its centre of mass (None: empty mask), likewise
     offset = 0
     for grid, hits in zip(num_grids, in_range):
         cate = np.zeros((grid, grid), np.int64)
         for k in hits:
-            if not masks[k].any():
+            if k not in centers:
+                centers[k] = center_of_mass(masks[k]) if masks[k].any() else None
+            if centers[k] is None:
                 continue
-            top, bottom, left, right = center_region(masks[k], boxes[k], pad_hw, grid, sigma)
+            top, bottom, left, right = center_region(masks[k], boxes[k], pad_hw, grid, sigma,
+                                                     centers[k])
             cate[top:bottom + 1, left:right + 1] = labels[k] + 1
             if k not in small:
                 small[k] = downsample_mask(masks[k], pad_hw)[:feat_hw[0], :feat_hw[1]]
