@@ -10,7 +10,8 @@ LAYERS = ["tools.runtime", "tools.errors", "tools.files", "tools.device", "confi
           "tools.data", "tools.weights", "tools.inference", "tools.evaluation", "tools.training",
           "tools.deploy", "tools.dev"]
 SCRIPTS = {"demo", "train", "eval", "test_dev", "tools.export_model", "tools.benchmark",
-           "tools.benchmark_pipeline", "tools.make_synthetic_coco", "tools.plot_metrics"}
+           "tools.benchmark_pipeline", "tools.benchmark_train", "tools.make_synthetic_coco",
+           "tools.plot_metrics"}
 
 
 def library_modules():

@@ -16,7 +16,8 @@ above it in this list (config/ and model/ sit between runtime.py and data/).
     dev/          scripts for developers: regenerate the reference goldens
 
 The files directly in tools/ besides runtime.py, errors.py and files.py are thin scripts
-(export_model.py, benchmark.py, benchmark_pipeline.py, make_synthetic_coco.py); no module
+(export_model.py, benchmark.py, benchmark_pipeline.py, benchmark_train.py,
+make_synthetic_coco.py); no module
 imports a script or tests/. This file, above every layer, is where one layer is handed a
 function of a higher one: the inference Predictor's exporter (see the end).
 """

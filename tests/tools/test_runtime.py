@@ -75,7 +75,7 @@ print("MKL_AT_PADDLE_IMPORT=%r" % (seen[0],))
 
 SCRIPTS = sorted(["demo.py", "train.py", "eval.py", "test_dev.py", "tools/export_model.py",
                   "tools/benchmark.py", "tools/benchmark_pipeline.py",
-                  "tools/make_synthetic_coco.py"]
+                  "tools/benchmark_train.py", "tools/make_synthetic_coco.py"]
                  + [name for name in os.listdir(ROOT) if name.startswith("1_")])
 
 
