@@ -184,7 +184,7 @@ def run_video(predictor, video, output, name, thresh, args):
                              record_name=name if args.save_json else None,
                              progress=bar.update, times=times)
     report_video(done, thresh, times)
-    return done.records
+    return [dict(record, input=video.path) for record in done.records]
 
 
 def run_camera(predictor, args, output_dir, thresh):

@@ -4,10 +4,11 @@ given no exported folder.
     $SOLOV2_HOME/exports/<config name>-<weights file stem>/
 
 holds what :func:`tools.deploy.export.export` writes (with ONNX when the onnx engine asks:
-the conversion takes most of an export's time) plus ``source.json``, a record of what it was made from: the weight
-file (absolute path, size, modification time) and the config's architecture fields. A
-folder whose record differs from the weights and config asked for now (the file was
-retrained, an architecture override changed) is exported again; otherwise it is reused.
+the conversion takes most of an export's time) plus ``source.json``, a record of what it
+was made from: the weight file (absolute path, size, modification time) and the config's
+architecture fields. A folder whose record differs from the weights and config asked for
+now (the file was retrained, an architecture override changed), or that lacks the files
+the engine runs, is exported again; otherwise it is reused.
 The post-processing settings are not part of the record: the exported engines run the
 network graph with the config's own numpy post-processing (tools/inference/backends.py),
 so they take effect without a new export. One process exports a given folder at a time;

@@ -146,7 +146,7 @@ def test_an_exported_engine_without_a_folder_asks_the_exporter(weights, monkeypa
 
 @pytest.mark.slow
 def test_onnx_without_a_folder_exports_once_into_the_cache(weights, tmp_path, monkeypatch):
-    """The real export (about 2-3 minutes here, most of it the ONNX conversion)."""
+    """The real export (82 s on this 2-core machine, most of it the ONNX conversion)."""
     pytest.importorskip("onnxruntime")
     pytest.importorskip("paddle2onnx")
     from tests.fixtures.exported import assert_same_detections
