@@ -16,9 +16,8 @@ class ModulatedDeformConv(nn.Layer):
     through a sigmoid. ``conv_offset`` is zero-initialised, so a fresh DCN starts as a
     plain conv scaled by sigmoid(0) = 0.5.
 
-    In training on the CPU the convolution runs through model/deform_conv.py: Paddle's own
-    forward, and its gradients computed bit for bit several times faster than Paddle's
-    CPU backward kernel computes them.
+    In training on the CPU the convolution runs through model/deform_conv.py, which gives
+    the output and the gradients of Paddle's CPU kernels bit for bit, several times faster.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, bias=False):

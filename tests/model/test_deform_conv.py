@@ -1,4 +1,5 @@
-"""model/deform_conv.py: the training DCN's gradients are Paddle's CPU kernel's, bit for bit."""
+"""model/deform_conv.py: the training DCN gives the output and gradients of Paddle's CPU kernels,
+bit for bit, on one thread and on two."""
 
 import numpy as np
 import paddle
@@ -7,17 +8,30 @@ from paddle.vision.ops import deform_conv2d
 
 import model.layers as layers
 from config import load_config
-from model import build_model
-from model.deform_conv import deform_conv_grads, uses_fast_backward
+from model import build_model, deform_conv
+from model.deform_conv import deform_conv_forward, deform_conv_grads, uses_fast_backward
 from model.layers import ModulatedDeformConv
 
 
-def native_grads(x, offset, mask, weight, dout, stride, padding, dilation):
+def native(x, offset, mask, weight, dout, stride, padding, dilation):
+    """Paddle's kernels: (output, [dx, doffset, dmask, dweight])."""
     tensors = [paddle.to_tensor(a, stop_gradient=False) for a in (x, offset, mask, weight)]
     out = deform_conv2d(tensors[0], tensors[1], tensors[3], stride=stride, padding=padding,
                         dilation=dilation, mask=tensors[2])
     out.backward(paddle.to_tensor(dout))
-    return [t.grad.numpy() for t in tensors]
+    return out.numpy(), [t.grad.numpy() for t in tensors]
+
+
+@pytest.fixture(params=[1, 2], ids=["1 thread", "2 threads"])
+def threads(request):
+    """Paddle's CPU thread count, which the numpy work follows (restored afterwards)."""
+    from paddle.base import core
+
+    before = deform_conv._cpu_threads()
+    core.set_num_threads(request.param)
+    assert deform_conv._cpu_threads() == request.param
+    yield request.param
+    core.set_num_threads(before)
 
 
 def case(seed, n, c, hw, co, k, stride, padding, dilation, spread):
@@ -45,11 +59,14 @@ def case(seed, n, c, hw, co, k, stride, padding, dilation, spread):
     (2, 5, (9, 8), 4, 3, 1, 2, 2, 1.0),      # dilation 2
     (1, 3, (5, 7), 2, 1, 1, 0, 1, 0.9),      # 1 x 1 kernel
 ])
-def test_gradients_equal_paddles_kernel_bit_for_bit(n, c, hw, co, k, stride, padding, dilation,
-                                                    spread):
+def test_output_and_gradients_equal_paddles_kernels_bit_for_bit(threads, n, c, hw, co, k,
+                                                                stride, padding, dilation,
+                                                                spread):
     x, offset, mask, weight, dout = case(0, n, c, hw, co, k, stride, padding, dilation, spread)
     geometry = ([stride] * 2, [padding] * 2, [dilation] * 2)
-    ref = native_grads(x, offset, mask, weight, dout, *geometry)
+    out, ref = native(x, offset, mask, weight, dout, *geometry)
+    mine = deform_conv_forward(x, offset, mask, weight, *geometry).numpy()
+    assert mine.shape == out.shape and np.array_equal(mine, out)
     ours = deform_conv_grads(x, offset, mask, weight, dout, *geometry)
     ours = list(ours[:3]) + [ours[3].numpy()]
     for name, a, b in zip(("x", "offset", "mask", "weight"), ours, ref):
@@ -114,7 +131,7 @@ def test_input_without_gradient_gets_none():
     assert layer.conv.weight.grad is not None and layer.conv_offset.weight.grad is not None
 
 
-def test_full_step_loss_and_gradients_equal_paddles_dcn():
+def test_full_step_loss_and_gradients_equal_paddles_dcn(threads):
     """Config 2's network (DCN in res3-res5 and in the head towers): one step's loss and
     every parameter gradient, with Paddle's DCN backward and with ours, on a fixed batch."""
     from tools.data.targets import TargetCollator
