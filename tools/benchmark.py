@@ -11,7 +11,15 @@ instead of writing it. One warm-up pass, then ``--repeats`` timed passes; the ta
 the median images/s over the passes with its min-max, and the median ms per image of each
 stage: read, preprocess, forward (network), postprocess (everything after the network,
 inside the exported graph for the exported engines) and draw (draw + encode). Stages run in
-overlapping threads, so images/s is not 1000 / (sum of stages).
+overlapping threads, so images/s is not 1000 / (sum of stages). Two shares follow: the
+post-processing's ms over the forward's, and images/s times the forward's seconds (1.00
+when everything but the network is hidden behind it).
+
+The GEMM bound at the end: the machine's best fp32 matmul rate (numpy's OpenBLAS and
+Paddle's MKL, 2048 x 2048, best of 3, measured before and after the engines), the
+convolution FLOPs of the network at the images' padded input sizes (counted with forward
+hooks on every conv of the dygraph model, DCN included), the time those FLOPs take at that
+rate, and the fastest engine's forward pass as a multiple of it.
 
 The exported engines run as demo.py runs them (``--mode network``): the network graph in
 the engine, then the same numpy post-processing as the dygraph engine; ``--mode graph``
@@ -51,6 +59,9 @@ from tools.data.preprocess import list_images  # noqa: E402
 from tools.deploy.benchmark import (  # noqa: E402
     ensure_export,
     fixture_weights,
+    gemm_bound,
+    gemm_rate,
+    network_flops,
     network_outputs,
     postprocess_sweep,
     sweep_table,
@@ -115,6 +126,7 @@ def main(argv=None):
     class_names = load_class_names(cfg)
 
     load_before = os.getloadavg()
+    rates = [gemm_rate()]
     results, notes, sweeps, outputs = {}, [], {}, None
     for engine in engines:
         predictor, style = load_backend(engine, cfg, model_path=weights, model_dir=model_dir,
@@ -129,6 +141,8 @@ def main(argv=None):
             sweeps[engine] = postprocess_sweep(engine, predictor, *outputs, cfg, args.sweep,
                                                repeats)
     nms = time_matrix_nms(cfg, repeats)
+    rates.append(gemm_rate())
+    flops, sizes = network_flops(cfg, paths, style)
     side = None
     if args.compare_ppdet:  # a development dependency: imported only when asked for
         from tools.dev.ppdet_compare import compare_ppdet
@@ -151,6 +165,7 @@ def main(argv=None):
         print(sweep_table(sweeps, results))
     print(f"Matrix NMS, 500 masks of {nms[3][0]}x{nms[3][1]} (dygraph): "
           f"{1000 * nms[0]:.0f} ms median ({1000 * nms[1]:.0f}-{1000 * nms[2]:.0f})")
+    print(gemm_bound(rates, flops, sizes, results))
     if side is not None:
         print(side.table(results.get("dygraph")))
     if "dygraph" in results and len(results) > 1:

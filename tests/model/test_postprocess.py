@@ -268,14 +268,15 @@ def test_mask_boxes_in_the_graph_equal_the_numpy_boxes():
                                   masks_to_boxes(masks))
 
 
-def random_outputs(seed, feat_hw, grids=(8, 6), classes=7, channels=5, top=0.5, scale=1.0):
+def random_outputs(seed, feat_hw, grids=(8, 6), classes=7, channels=40, top=0.5, scale=1.0):
     """Network outputs of the shapes get_seg_single takes, with logits around 0 so that many
     mask pixels lie close to mask_thr (``scale`` 1e-6: within a few float32 steps of it);
-    category scores uniform in [0, top)."""
+    category scores uniform in [0, top). 40 channels: from about 33 on, numpy's one-row
+    product (matrix-vector) rounds differently from a row of a matrix product."""
     rng = np.random.RandomState(seed)
     cells = sum(g * g for g in grids)
     cate = rng.uniform(0, top, (cells, classes)).astype(np.float32)
-    kernels = rng.normal(0, 1, (cells, channels)).astype(np.float32)
+    kernels = rng.normal(0, 1 / np.sqrt(channels), (cells, channels)).astype(np.float32)
     feat = (scale * rng.normal(0, 1, (channels, *feat_hw))).astype(np.float32)
     return cate, kernels, feat, cell_strides(grids, (4, 8))
 

@@ -19,12 +19,17 @@ def test_benchmark_quick_mode_prints_the_table(exported2):
     assert done.returncode == 0, done.stderr
     out = done.stdout
     for header in ("images/s (min-max)", "read ms", "preprocess ms", "forward ms",
-                   "postprocess ms", "draw ms", "post / forward"):
+                   "postprocess ms", "draw ms", "post / forward", "images/s x forward"):
         assert header in out
     rows = [line for line in out.splitlines() if line.startswith(("dygraph ", "onnx "))]
     assert len(rows) == 4  # the speed table and the post-processing sweep
     assert "Matrix NMS, 500 masks of 32x48" in out
     assert "fastest exported engine: onnx" in out
+    # The bound: matmul rate, the convolutions at the quick run's one input (the square
+    # astronaut.png resized to 128 x 128).
+    assert "GEMM bound: best fp32 matmul" in out
+    assert "padded inputs 128x128;" in out
+    assert "fastest network pass: " in out and "x the bound" in out
 
 
 @pytest.mark.parametrize("words, message", [

@@ -7,6 +7,7 @@ export the exported backends need, and stand-in weights for machines without the
 files.
 """
 
+import math
 import os
 import statistics
 import time
@@ -14,6 +15,8 @@ import time
 import cv2
 import numpy as np
 import paddle
+import paddle.nn as nn
+from paddle.vision.ops import DeformConv2D
 from tabulate import tabulate
 
 from model.postprocess import matrix_nms
@@ -114,6 +117,83 @@ def network_outputs(cfg, weights, path, style):
     return {k: v.numpy() for k, v in outputs.items()}, crop_hw, ori_hw
 
 
+# The matmul the bound is measured with: the size the issue quoted (107-138 GFLOP/s on the
+# 2-core AMD EPYC), best of a few because other work on the machine only ever slows it.
+GEMM_SIZE = 2048
+GEMM_REPEATS = 3
+
+
+def gemm_rate(size=GEMM_SIZE, repeats=GEMM_REPEATS):
+    """Best fp32 matmul rate on this machine, GFLOP/s: {'numpy': .., 'paddle': ..}, each
+    the best of ``repeats`` products of two ``size`` x ``size`` matrices (2 size^3 FLOPs).
+    numpy runs its OpenBLAS, paddle its MKL, each with the threads it has (every core)."""
+    rng = np.random.RandomState(0)
+    a, b = (rng.uniform(-1, 1, (size, size)).astype(np.float32) for _ in range(2))
+    ta, tb = paddle.to_tensor(a), paddle.to_tensor(b)
+    flops = 2.0 * size ** 3
+    products = {"numpy": lambda: a @ b,
+                "paddle": lambda: paddle.matmul(ta, tb).numpy()}  # .numpy() waits for it
+    rates = {}
+    for name, product in products.items():
+        product()  # warm-up: threads started, pages touched
+        best = min(_seconds(product) for _ in range(repeats))
+        rates[name] = flops / best / 1e9
+    return rates
+
+
+def _seconds(work):
+    start = time.perf_counter()
+    work()
+    return time.perf_counter() - start
+
+
+def conv_flops(model, batch):
+    """FLOPs of the convolutions of one eval forward pass of ``model`` on ``batch``
+    [N, 3, H, W], counted with a forward hook on every nn.Conv2D and DCNv2 DeformConv2D
+    (offset convs are nn.Conv2D): 2 * Cin/groups * kh * kw * Cout * Hout * Wout * N per
+    call (the weight holds Cout * Cin/groups * kh * kw numbers), a layer called on several
+    levels counted at each. Not counted: biases, norms, activations, resizes, additions
+    and DCN's bilinear sampling. Returns {'conv': (calls, FLOPs), 'deform': (calls,
+    FLOPs)}."""
+    counts = {"conv": [0, 0], "deform": [0, 0]}
+
+    def hook(layer, inputs, output):
+        n, _, h, w = output.shape
+        kind = counts["deform" if isinstance(layer, DeformConv2D) else "conv"]
+        kind[0] += 1
+        kind[1] += 2 * math.prod(layer.weight.shape) * h * w * n
+
+    handles = [layer.register_forward_post_hook(hook) for layer in model.sublayers()
+               if isinstance(layer, (nn.Conv2D, DeformConv2D))]
+    try:
+        model.eval()
+        with paddle.no_grad():
+            model(paddle.to_tensor(batch))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {kind: tuple(value) for kind, value in counts.items()}
+
+
+def network_flops(cfg, paths, style):
+    """Mean conv FLOPs per image of the config's network over ``paths``, each at its padded
+    input size (:func:`conv_flops`, one forward pass per distinct size; the weights do not
+    matter), and the {(H, W): count} of those sizes."""
+    from model import build_model
+
+    sizes = {}
+    for path in paths:
+        chw = preprocess(read_image(path), cfg.test_size, cfg.pixel_mean, cfg.pixel_std,
+                         style)[0]
+        shape = padded_shape(*chw.shape[1:])
+        sizes[shape] = sizes.get(shape, 0) + 1
+    model = build_model(cfg)
+    per_size = {shape: sum(flops for _, flops in
+                           conv_flops(model, np.zeros((1, 3, *shape), np.float32)).values())
+                for shape in sizes}
+    return sum(per_size[s] * n for s, n in sizes.items()) / len(paths), sizes
+
+
 def keep_best_candidates(cate_scores, count, score_thr):
     """``cate_scores`` with all but the ``count`` highest scores above ``score_thr`` set to
     0, so that the post-processing sees ``count`` candidates."""
@@ -146,18 +226,49 @@ def postprocess_sweep(engine, predictor, outputs, crop_hw, ori_hw, cfg, counts, 
 
 
 def table(results):
-    """The speed table: median images/s (min-max) and median ms per stage per backend."""
+    """The speed table: median images/s (min-max) and median ms per stage per backend, the
+    post-processing's share of the forward pass, and images/s as a share of 1 / forward
+    (what the network alone would allow)."""
     headers = ["engine", "images/s (min-max)"] + [f"{label} ms" for _, label in STAGES] + [
-        "post / forward"]
+        "post / forward", "images/s x forward"]
     rows = []
     for engine, (rates, stages) in results.items():
         med = {stage: statistics.median(v) for stage, v in stages.items()}
         row = [engine, f"{statistics.median(rates):.3f} ({min(rates):.3f}-{max(rates):.3f})"]
         row += [f"{med[stage]:.0f}" if stage in med else "-" for stage, _ in STAGES]
-        share = med.get("postprocess", 0) / med["forward"] if med.get("forward") else None
-        row.append(f"{100 * share:.1f}%" if share is not None else "-")
+        forward = med.get("forward")
+        row.append(f"{100 * med.get('postprocess', 0) / forward:.1f}%" if forward else "-")
+        row.append(f"{statistics.median(rates) * forward / 1000:.2f}" if forward else "-")
         rows.append(row)
     return tabulate(rows, headers=headers, disable_numparse=True)
+
+
+def gemm_bound(rates, flops, sizes, results):
+    """Lines comparing the fastest network pass with what the convolutions would cost at
+    the machine's best matmul rate.
+
+    rates: list of :func:`gemm_rate` dicts (measured before and after the engines); flops,
+    sizes: :func:`network_flops`; results: engine -> (images/s, stages) of time_engine.
+    """
+    best_name, best = max(((name, rate) for measured in rates for name, rate in measured.items()),
+                          key=lambda pair: pair[1])
+    listed = ", ".join(f"{name} {max(m[name] for m in rates):.0f}" for name in rates[0])
+    shapes = ", ".join(f"{h}x{w}" + (f" ({n} images)" if n > 1 else "")
+                       for (h, w), n in sizes.items())
+    bound = 1000 * flops / (best * 1e9)
+    lines = [f"GEMM bound: best fp32 matmul {best:.0f} GFLOP/s ({best_name}; {listed}; "
+             f"{GEMM_SIZE}x{GEMM_SIZE}, best of {GEMM_REPEATS}, before and after the engines)",
+             f"  network convolutions {flops / 1e9:.1f} GFLOP per image (mean over the padded "
+             f"inputs {shapes}; every Conv2D and DCNv2 DeformConv2D, offset convs included, "
+             "2*Cin/groups*kh*kw*Cout*Hout*Wout; not norms, activations, resizes or DCN "
+             f"sampling): at least {bound:.0f} ms per image"]
+    forwards = {engine: statistics.median(stages["forward"])
+                for engine, (_, stages) in results.items() if "forward" in stages}
+    if forwards:
+        engine = min(forwards, key=forwards.get)
+        lines.append(f"  fastest network pass: {engine} {forwards[engine]:.0f} ms = "
+                     f"{forwards[engine] / bound:.2f}x the bound")
+    return "\n".join(lines)
 
 
 def sweep_table(sweeps, results):
