@@ -21,7 +21,7 @@ import numpy as np
 
 from config import config_parser, config_table, nonnegative_int, positive_int, probability
 from tools.errors import ConfigError, MissingInputError, entry_point
-from tools.files import check_writable
+from tools.files import check_writable, repo_path
 from tools.inference.api import Predictor
 from tools.inference.backends import add_engine_arguments, default_model_dir
 from tools.inference.instances import write_results
@@ -92,7 +92,8 @@ def main(argv=None):
 
     # Every output is named, and its folder proven writable, before anything is predicted.
     if args.camera is None:
-        specs = args.input or test.input
+        # The config's default input is the repo's images/test wherever demo.py runs from.
+        specs = args.input or repo_path(test.input)
         shown = specs if isinstance(specs, str) else " ".join(specs)
         paths = list_inputs(specs)
         images, videos = split_inputs(paths)

@@ -48,9 +48,10 @@ def test_a_bug_keeps_its_traceback(tmp_path):
         "import sys\n"
         f"sys.path.insert(0, {ROOT!r})\n"
         "import demo\n"
+        "import tools.inference.api as api\n"
         "def broken(cfg):\n"
         "    raise KeyError('a bug in the class list reader')\n"
-        "demo.load_class_names = broken\n"
+        "api.load_class_names = broken  # what demo's Predictor calls\n"
         "sys.exit(demo.main(['--config=2']))\n")
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
                           text=True, timeout=300)
