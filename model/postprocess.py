@@ -19,7 +19,9 @@ README compares the two). The exported inference graph needs the same steps as t
 :mod:`model.postprocess_graph` (tests check that the two agree).
 """
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import cv2
 import numpy as np
@@ -71,9 +73,10 @@ def get_seg_single(cate_scores, kernels, mask_feat, cell_strides, crop_hw, ori_h
         dict of masks [k, H, W] bool, labels [k] int64, scores [k] float32 and boxes
         [k, 4] float32 (x0, y0, x1, y1, exclusive ends), best first; k may be 0.
     """
-    probs, masks, labels, scores = scored_candidates(cate_scores, kernels, mask_feat,
-                                                     cell_strides, cfg, threads)
-    scores = matrix_nms(masks, labels, scores, cfg.nms_kernel, cfg.nms_sigma)
+    with one_blas_thread():
+        probs, masks, labels, scores = scored_candidates(cate_scores, kernels, mask_feat,
+                                                         cell_strides, cfg, threads)
+        scores = matrix_nms(masks, labels, scores, cfg.nms_kernel, cfg.nms_sigma)
     keep = np.flatnonzero(scores >= cfg.update_thr)
     keep = keep[_best_first(scores[keep])[:cfg.max_per_img]]
     probs = probs.take(keep).reshape(len(keep), *mask_feat.shape[1:])
@@ -312,6 +315,39 @@ def _in_threads(work, items, threads):
     with ThreadPoolExecutor(min(threads, len(items))) as pool:
         for done in [pool.submit(work, item) for item in items]:
             done.result()
+
+
+@contextmanager
+def one_blas_thread():
+    """Context in which numpy's BLAS runs on the calling thread alone (same bits).
+
+    With its default of every core, OpenBLAS's threads wait for each other by spinning, and
+    on a 2-core machine that is busy with anything else (the engine's own threads winding
+    down, the loop's drawing threads, another process) the post-processing took 2-4x longer
+    than with one BLAS thread (README, Speed). Products here are therefore single-threaded
+    and the element-wise work is shared among threads instead. Threads inside the context
+    at the same time share one limit, lifted when the last one leaves.
+    """
+    global _blas, _blas_users, _blas_limit
+    with _blas_lock:
+        if _blas is None:  # finds the BLAS libraries loaded by then, numpy's among them
+            from threadpoolctl import ThreadpoolController
+
+            _blas = ThreadpoolController()
+        if _blas_users == 0:
+            _blas_limit = _blas.limit(limits=1, user_api="blas")
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _blas_limit.restore_original_limits()
+
+
+_blas_lock = threading.Lock()
+_blas, _blas_users, _blas_limit = None, 0, None
 
 
 def cell_strides(num_grids, strides):
