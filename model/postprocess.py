@@ -88,9 +88,9 @@ def get_seg_single(cate_scores, kernels, mask_feat, cell_strides, crop_hw, ori_h
 def scored_candidates(cate_scores, kernels, mask_feat, cell_strides, cfg, threads=1):
     """Steps 1-4 and the cut to ``nms_pre`` (arguments as in :func:`get_seg_single`) for
     the ``n <= nms_pre`` best candidates whose masks are larger than their stride, best
-    first: (probs, masks, labels, scores) with probs a :class:`RowBlocks` of their mask
-    probabilities [n, h*w] float32, masks [n, h*w] bool (probs > mask_thr), labels [n] and
-    re-scored scores [n].
+    first: (probs, masks, labels, scores) with probs and masks :class:`RowBlocks` of their
+    mask probabilities [n, h*w] float32 and masks [n, h*w] bool (probs > mask_thr), labels
+    [n] and re-scored scores [n].
 
     The reference computes a mask for every candidate; with an untrained or synthetic
     model that can be over 10,000 per image. But re-scoring never raises a score
@@ -131,7 +131,7 @@ def scored_candidates(cate_scores, kernels, mask_feat, cell_strides, cfg, thread
     best = valid[_best_first(rescored[valid])[:cfg.nms_pre]]
     width = flat_feat.shape[1]
     return (RowBlocks(probs, best, width, np.float32),
-            RowBlocks(masks, best, width, bool).take(slice(None)), labels[best],
+            RowBlocks(masks, best, width, bool), labels[best],
             rescored[best])
 
 
@@ -201,7 +201,8 @@ def matrix_nms(masks, labels, scores, kernel="gaussian", sigma=2.0):
     """Matrix NMS (SOLOv2 paper, Sec. 4.2, Eq. 3-4): decay every score at once.
 
     Args:
-        masks: [n, h, w] or [n, P] binary masks (bool or 0/1), sorted by descending score.
+        masks: [n, h, w] or [n, P] binary masks (bool or 0/1), sorted by descending score,
+            or a :class:`RowBlocks` of [n, P] masks (only each class's rows are copied).
         labels: [n] class of each mask.
         scores: [n] scores, descending.
         kernel: 'gaussian' (decay exp(-sigma * iou^2)) or 'linear' (decay 1 - iou).
@@ -215,15 +216,22 @@ def matrix_nms(masks, labels, scores, kernel="gaussian", sigma=2.0):
     as one n x n product over all classes, for a fraction of its cost.
     """
     check_nms_kernel(kernel)
-    flat = masks.reshape(len(masks), np.prod(masks.shape[1:], dtype=int))
-    decay = np.ones(len(flat), np.float32)
+    if isinstance(masks, RowBlocks):
+        rows_of = masks.take
+    else:
+        rows_of = masks.reshape(len(masks), np.prod(masks.shape[1:], dtype=int)).__getitem__
+    decay = np.ones(len(masks), np.float32)
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
-        # float32 counts pixels exactly up to 2^24, far above any mask-feature size, so
-        # the product of the 0/1 masks (one BLAS call, A @ A.T) gives exact intersections,
-        # and its diagonal the areas.
-        group = flat[members].astype(np.float32)
-        inter = group @ group.T
+        # Intersections are pixel counts, exact in float32 up to 2^24 (far above any mask
+        # feature size) whichever way they are summed; so pixels inside every mask of the
+        # class or outside all of them (most pixels: large masks overlap, small ones leave
+        # the image empty) are counted once, and only the others go into the product of
+        # the 0/1 masks (one BLAS call, A @ A.T). Its diagonal holds the areas.
+        group = rows_of(members).astype(bool, copy=False)
+        everywhere = group.all(axis=0)
+        varying = group[:, group.any(axis=0) & ~everywhere].astype(np.float32)
+        inter = varying @ varying.T + np.float32(np.count_nonzero(everywhere))
         areas = np.diagonal(inter)
         union = areas[:, None] + areas[None, :] - inter
         # iou[i, j] for i scored above j; zero elsewhere.
