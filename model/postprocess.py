@@ -36,6 +36,8 @@ SCORING_BATCH = 128
 # 128 x 216 mask feature are 1.8 MB of float32, which stay in the cache from the sigmoid to
 # the row sums instead of going through memory once per step.
 CHUNK_ROWS = 16
+# Fewest mask probabilities in a batch for rescore to share the work among threads.
+THREADED_SIZE = 1 << 20
 
 
 def points_nms(heat):
@@ -168,8 +170,10 @@ def rescore(kernels, flat_feat, scores, strides, mask_thr, threads=1):
         np.multiply(ones, p, out=ones)
         sums[rows] = ones.sum(axis=1)
 
+    # Threads cost more to start than a small batch takes (the last batches, small inputs).
     _in_threads(chunk, [slice(start, start + CHUNK_ROWS)
-                        for start in range(0, len(probs), CHUNK_ROWS)], threads)
+                        for start in range(0, len(probs), CHUNK_ROWS)],
+                threads if probs.size >= THREADED_SIZE else 1)
     maskness = sums / np.maximum(areas, 1).astype(np.float32)
     rescored = np.where(areas > strides, scores * maskness, -np.inf).astype(np.float32)
     return probs, masks, rescored
