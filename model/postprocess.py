@@ -227,15 +227,24 @@ def matrix_nms(masks, labels, scores, kernel="gaussian", sigma=2.0):
     decay = np.ones(len(masks), np.float32)
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
+        if len(members) == 1:
+            continue  # alone in its class: decay 1 (exactly what the formula gives)
         # Intersections are pixel counts, exact in float32 up to 2^24 (far above any mask
-        # feature size) whichever way they are summed; so pixels inside every mask of the
-        # class or outside all of them (most pixels: large masks overlap, small ones leave
-        # the image empty) are counted once, and only the others go into the product of
-        # the 0/1 masks (one BLAS call, A @ A.T). Its diagonal holds the areas.
+        # feature size) whichever way they are summed; so where most pixels are inside
+        # every mask of the class or outside all of them (large masks overlap, small ones
+        # leave the image empty; 90% with the fixture weights) those are counted once, and
+        # only the others go into the product of the 0/1 masks (one BLAS call, A @ A.T).
+        # Its diagonal holds the areas.
         group = rows_of(members).astype(bool, copy=False)
         everywhere = group.all(axis=0)
-        varying = group[:, group.any(axis=0) & ~everywhere].astype(np.float32)
-        inter = varying @ varying.T + np.float32(np.count_nonzero(everywhere))
+        varying = group.any(axis=0) & ~everywhere
+        if np.count_nonzero(varying) < len(varying) // 2:
+            group = np.compress(varying, group, axis=1)
+            constant = np.float32(np.count_nonzero(everywhere))
+        else:
+            constant = np.float32(0)
+        group = group.astype(np.float32)
+        inter = group @ group.T + constant
         areas = np.diagonal(inter)
         union = areas[:, None] + areas[None, :] - inter
         # iou[i, j] for i scored above j; zero elsewhere.
