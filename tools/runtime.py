@@ -5,8 +5,12 @@ run before it loads, which is why ``tools/__init__.py`` calls it."""
 import os
 import warnings
 
-# Set by amd_mkl_fast_path when it changed the environment; entry points print it.
+# Set by amd_mkl_fast_path when it changed the environment; entry points print it (and
+# empty it, once per process).
 startup_notes = []
+# True once amd_mkl_fast_path has set MKL_DEBUG_CPU_TYPE in this process's environment
+# (not when the user did): a fresh process without it is then what other code gets here.
+fast_path_set = False
 
 
 def quiet_paddle_import():
@@ -87,5 +91,7 @@ def amd_mkl_fast_path(environ=None, cpuinfo="/proc/cpuinfo"):
             f"kernels, MKL_CBWR={environ['MKL_CBWR']} for reproducible sums "
             "(SOLOV2_AMD_FAST_PATH=0 turns this off)")
     if environ is os.environ:
+        global fast_path_set
+        fast_path_set = True
         startup_notes.append(note)
     return note

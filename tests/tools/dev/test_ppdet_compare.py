@@ -11,6 +11,7 @@ from config import load_config
 from tools.deploy.benchmark import fixture_weights
 from tools.dev import ppdet_compare
 from tools.dev.ppdet_compare import PPDetUnavailable, SideBySide
+from tools.files import repo_path
 
 
 def ppdet_or_skip():
@@ -67,3 +68,35 @@ def test_table_reports_ratios_and_the_as_shipped_time():
     assert "1.50x" in text and "1.75x" in text
     assert "as shipped (fresh process, 1 thread, no MKL_DEBUG_CPU_TYPE): 9.00 s" in text
     assert "2.00 s per image = 0.22 x" in text  # 1 / 0.5 images/s against 9.0 s
+
+
+def test_as_shipped_is_timed_whenever_this_process_set_the_fast_path(tmp_path, monkeypatch):
+    # The entry points print and empty runtime.startup_notes before the benchmark gets
+    # here; what decides is that this process, not the user, set MKL_DEBUG_CPU_TYPE.
+    ppdet_or_skip()
+    from tools import runtime
+
+    cfg = load_config(2, ["test_size=(64, 96)"])
+    weights = fixture_weights(cfg, str(tmp_path))
+    monkeypatch.setattr(ppdet_compare, "time_side_by_side",
+                        lambda *args: {1: (1.0, 2.0)})
+    calls = []
+    monkeypatch.setattr(ppdet_compare, "time_as_shipped",
+                        lambda *args: calls.append(args) or 7.0)
+    monkeypatch.setattr(runtime, "startup_notes", [])
+    image = repo_path("images/test/chelsea.png")
+    for fast_path_set, expected in ((False, None), (True, 7.0)):
+        monkeypatch.setattr(runtime, "fast_path_set", fast_path_set)
+        side = ppdet_compare.compare_ppdet(cfg, weights, image, 1)
+        assert side.as_shipped == expected
+    assert len(calls) == 1
+
+
+def test_as_shipped_process_runs_without_the_fast_path(tmp_path, monkeypatch):
+    ppdet_or_skip()
+    monkeypatch.setenv("MKL_DEBUG_CPU_TYPE", "5")  # as this process set it for itself
+    cfg = load_config(2, ["test_size=(64, 96)"])
+    weights = fixture_weights(cfg, str(tmp_path))
+    batch = np.random.RandomState(2).normal(0, 1, (1, 3, 64, 96)).astype("float32")
+    seconds = ppdet_compare.time_as_shipped(cfg, weights, batch, 1)
+    assert seconds > 0
