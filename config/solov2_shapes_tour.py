@@ -35,8 +35,12 @@ class SOLOv2_Shapes_Tour(SOLOv2_Light_448_R50_FPN_8GPU_3x):
         # and no stage is frozen.
         self.backbone_norm = "train"
         self.backbone_frozen_stages = 0
+        # base_lr 0.01 (the references' LR for 16 images, here for 2) let seed 0 diverge on
+        # an AMD CPU: at iteration 70 every mask prediction was empty for good (Dice loss
+        # exactly 1, no detections at iteration 200), while seed 1 and the run without the
+        # AMD fast path went on learning. Half of it learns from every seed tried.
         self.train_cfg.update(
-            model_path=None, batch_size=2, base_lr=0.01, scale_lr=False,
+            model_path=None, batch_size=2, base_lr=0.005, scale_lr=False,
             warmup_iters=50, max_iters=600, lr_milestones=(500,),
             save_iter=100, keep_checkpoints=2, eval_iter=200, log_iter=10, num_workers=2)
         self.model_path = "output/solov2_light_shapes_tour/model_final.pdparams"

@@ -38,7 +38,9 @@ interleaved at 1 thread (PaddleDetection's default) and at every core
 published files' containers, synthetic values), for machines without the published files:
 the network costs what it costs with real weights, but about 4% of all (cell, class) pairs
 score above score_thr, so the post-processing scores some 12,000 candidates per image. ``--sweep``
-times the post-processing alone with only the best N of them.
+times the post-processing alone with only the best N of them, and splits that of the first
+image with all its candidates into its steps: scoring, Matrix NMS, pasting, and the kernel x
+mask-feature products of the masks scored, timed alone (what the scoring cannot go below).
 """
 
 import os
@@ -63,7 +65,9 @@ from tools.deploy.benchmark import (  # noqa: E402
     gemm_rate,
     network_flops,
     network_outputs,
+    postprocess_steps,
     postprocess_sweep,
+    steps_line,
     sweep_table,
     table,
     time_engine,
@@ -140,6 +144,9 @@ def main(argv=None):
                 outputs = network_outputs(cfg, weights, paths[0], style)
             sweeps[engine] = postprocess_sweep(engine, predictor, *outputs, cfg, args.sweep,
                                                repeats)
+    steps = None
+    if args.sweep:  # the steps of the sweep's image with all its candidates
+        steps = postprocess_steps(*outputs, cfg, repeats)
     nms = time_matrix_nms(cfg, repeats)
     rates.append(gemm_rate())
     flops, sizes = network_flops(cfg, paths, style)
@@ -163,6 +170,8 @@ def main(argv=None):
         print(f"\npost-processing alone, ms, on {os.path.basename(paths[0])} ({total} "
               f"candidates above score_thr={cfg.test_cfg.score_thr}) cut to the best N:")
         print(sweep_table(sweeps, results))
+    if steps is not None:
+        print(steps_line(os.path.basename(paths[0]), steps, results))
     print(f"Matrix NMS, 500 masks of {nms[3][0]}x{nms[3][1]} (dygraph): "
           f"{1000 * nms[0]:.0f} ms median ({1000 * nms[1]:.0f}-{1000 * nms[2]:.0f})")
     print(gemm_bound(rates, flops, sizes, results))

@@ -19,7 +19,13 @@ import paddle.nn as nn
 from paddle.vision.ops import DeformConv2D
 from tabulate import tabulate
 
-from model.postprocess import matrix_nms
+from model.postprocess import (
+    build_postprocess,
+    matrix_nms,
+    one_blas_thread,
+    paste_masks,
+    scored_candidates,
+)
 
 from ..data.preprocess import pad_batch, padded_shape, preprocess, read_image
 from ..errors import MissingInputError
@@ -223,6 +229,64 @@ def postprocess_sweep(engine, predictor, outputs, crop_hw, ori_hw, cfg, counts, 
             seconds.append(time.perf_counter() - start)
         result[count] = 1000 * statistics.median(seconds[1:])
     return result
+
+
+def postprocess_steps(outputs, crop_hw, ori_hw, cfg, repeats):
+    """Where the numpy post-processing of one image's network ``outputs`` goes: median ms
+    of scoring (steps 1-4 and the cut to nms_pre), Matrix NMS and pasting, how many masks
+    were scored, and the kernel x mask-feature products of those masks timed alone, batch
+    by batch as the scoring runs them (one BLAS thread): the share that no reordering of
+    the other steps can remove. Returns a dict."""
+    post = build_postprocess(cfg)
+    test_cfg = cfg.test_cfg
+    cate, kernels, feat = (outputs[k][0] for k in ("cate_scores", "kernels", "mask_feat"))
+    flat_feat = feat.reshape(len(feat), -1)
+    steps = {"scoring": [], "nms": [], "paste": [], "products": []}
+    for _ in range(repeats + 1):  # the first pass warms up
+        start = time.perf_counter()
+        with one_blas_thread():
+            probs, masks, labels, scores = scored_candidates(cate, kernels, feat,
+                                                             post.cell_strides, test_cfg,
+                                                             post.threads)
+            scored = time.perf_counter()
+            scores = matrix_nms(masks, labels, scores, test_cfg.nms_kernel, test_cfg.nms_sigma)
+        nms_done = time.perf_counter()
+        keep = np.flatnonzero(scores >= test_cfg.update_thr)
+        keep = keep[np.argsort(-scores[keep], kind="stable")[:test_cfg.max_per_img]]
+        paste_masks(probs.take(keep).reshape(len(keep), *feat.shape[1:]), crop_hw, ori_hw,
+                    test_cfg.mask_thr)
+        pasted = time.perf_counter()
+        with one_blas_thread():
+            products = time.perf_counter()
+            for block in probs.blocks:
+                np.negative(kernels[:len(block)]) @ flat_feat
+            products = time.perf_counter() - products
+        for name, seconds in (("scoring", scored - start), ("nms", nms_done - scored),
+                              ("paste", pasted - nms_done), ("products", products)):
+            steps[name].append(1000 * seconds)
+    result = {name: statistics.median(ms[1:]) for name, ms in steps.items()}
+    rows = sum(len(block) for block in probs.blocks)
+    result.update(masks=rows, candidates=int((cate > test_cfg.score_thr).sum()),
+                  gflop=2.0 * rows * flat_feat.shape[0] * flat_feat.shape[1] / 1e9)
+    return result
+
+
+def steps_line(image, steps, results):
+    """The post-processing steps of :func:`postprocess_steps` against the fastest forward."""
+    forwards = {engine: statistics.median(stages["forward"])
+                for engine, (_, stages) in results.items() if "forward" in stages}
+    total = steps["scoring"] + steps["nms"] + steps["paste"]
+    line = (f"numpy post-processing of {image} ({steps['candidates']} candidates), median ms: "
+            f"scoring {steps['scoring']:.0f} ({steps['masks']} masks scored; their kernel x "
+            f"mask-feature products, {steps['gflop']:.2f} GFLOP, take {steps['products']:.0f} "
+            f"alone at one BLAS thread), Matrix NMS {steps['nms']:.0f}, paste "
+            f"{steps['paste']:.0f}; total {total:.0f}")
+    if forwards:
+        engine = min(forwards, key=forwards.get)
+        forward = forwards[engine]
+        line += (f" = {100 * total / forward:.1f}% of the fastest forward ({engine}, "
+                 f"{forward:.0f} ms), the products alone {100 * steps['products'] / forward:.1f}%")
+    return line
 
 
 def table(results):

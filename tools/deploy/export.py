@@ -72,6 +72,41 @@ def group_norm_epsilon(layer):
     return values.pop() if values else None
 
 
+AUTOINSTALL = "POLYGRAPHY_AUTOINSTALL_DEPS"
+
+
+@contextlib.contextmanager
+def no_pip_installs():
+    """Context in which paddle2onnx cannot make Polygraphy pip-install packages.
+
+    paddle2onnx 2.1.0 folds constants with Polygraphy and sets POLYGRAPHY_AUTOINSTALL_DEPS=1
+    just before importing it, so a first export ran ``pip install onnx_graphsurgeon`` from
+    an NVIDIA index into the user's environment (and, offline, waited for the network).
+    Polygraphy reads the switch into ``polygraphy.config`` when that is first imported:
+    importing it here first, with the switch off, keeps it off. What the folding needs,
+    onnx-graphsurgeon, is in requirements-deploy.txt. The variable is restored afterwards,
+    so child processes do not inherit paddle2onnx's value either.
+    """
+    before = os.environ.get(AUTOINSTALL)
+    config = None
+    try:
+        os.environ[AUTOINSTALL] = "0"
+        import polygraphy.config as config
+    except ImportError:
+        pass  # not installed: nothing of it can install anything
+    if config is not None:
+        config.AUTOINSTALL_DEPS = False
+    try:
+        yield
+    finally:
+        if config is not None:
+            config.AUTOINSTALL_DEPS = False
+        if before is None:
+            os.environ.pop(AUTOINSTALL, None)
+        else:
+            os.environ[AUTOINSTALL] = before
+
+
 def to_onnx(prefix, onnx_path, gn_epsilon, opset=ONNX_OPSET):
     """Convert ``prefix``.json/.pdiparams to ONNX. Returns None on success, else the reason."""
     try:
@@ -81,8 +116,9 @@ def to_onnx(prefix, onnx_path, gn_epsilon, opset=ONNX_OPSET):
         return (f"{err.name} is not installed (pip install -r requirements-deploy.txt); "
                 "no ONNX model written")
     try:
-        paddle2onnx.export(prefix + ".json", prefix + ".pdiparams", onnx_path,
-                           opset_version=opset, enable_onnx_checker=True)
+        with no_pip_installs():
+            paddle2onnx.export(prefix + ".json", prefix + ".pdiparams", onnx_path,
+                               opset_version=opset, enable_onnx_checker=True)
     except Exception as err:  # paddle2onnx raises plain Exceptions for unsupported ops
         return f"paddle2onnx failed: {err}"
     if not os.path.exists(onnx_path):

@@ -4,7 +4,16 @@ import numpy as np
 import paddle.nn as nn
 
 from model.layers import ModulatedDeformConv
-from tools.deploy.benchmark import conv_flops, gemm_bound, gemm_rate, table
+import model.postprocess
+from config import load_config
+from tools.deploy.benchmark import (
+    conv_flops,
+    gemm_bound,
+    gemm_rate,
+    postprocess_steps,
+    steps_line,
+    table,
+)
 
 
 class TinyNet(nn.Layer):
@@ -67,3 +76,26 @@ def test_table_shares_of_the_forward_pass():
     rows = {line.split()[0]: line.split() for line in table(results).splitlines()[2:]}
     assert rows["onnx"][-2:] == ["4.0%", "0.80"]  # 40 / 1000; 0.8 images/s * 1 s
     assert rows["graph"][-2:] == ["-", "-"]
+
+
+def test_postprocess_steps_count_the_masks_the_scoring_computes(monkeypatch):
+    cfg = load_config(2)
+    cells = sum(g * g for g in cfg.num_grids)
+    rng = np.random.RandomState(3)
+    outputs = {"cate_scores": rng.uniform(0, 0.3, (1, cells, 80)).astype(np.float32),
+               "kernels": rng.normal(0, 1, (1, cells, 128)).astype(np.float32),
+               "mask_feat": rng.normal(0, 1, (1, 128, 13, 21)).astype(np.float32)}
+    scored = []
+    real = model.postprocess.rescore
+    monkeypatch.setattr(model.postprocess, "rescore",
+                        lambda kernels, *args: scored.append(len(kernels)) or real(kernels, *args))
+    steps = postprocess_steps(outputs, (50, 83), (101, 166), cfg, repeats=2)
+    per_pass = sum(scored) // 3  # a warm-up pass and two timed ones, the same rows each
+    assert sum(scored) == 3 * per_pass and steps["masks"] == per_pass > cfg.test_cfg.nms_pre
+    assert steps["candidates"] == int((outputs["cate_scores"] > 0.1).sum())
+    assert np.isclose(steps["gflop"], 2 * per_pass * 128 * 13 * 21 / 1e9)
+    assert all(steps[name] > 0 for name in ("scoring", "nms", "paste", "products"))
+    line = steps_line("x.png", dict(steps, scoring=60.0, nms=10.0, paste=30.0, products=20.0),
+                      {"onnx": ([1.0], {"forward": [1000.0]})})
+    assert "total 100 = 10.0% of the fastest forward (onnx, 1000 ms)" in line
+    assert "the products alone 2.0%" in line

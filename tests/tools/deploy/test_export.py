@@ -12,7 +12,7 @@ import pytest
 from config import load_config
 from model.export import build_inference_model
 from tests.fixtures.exported import PHOTOS, ROOT, SMALL, assert_same_detections, converted, predict
-from tools.deploy.export import export, input_specs, to_onnx
+from tools.deploy.export import AUTOINSTALL, export, input_specs, no_pip_installs, to_onnx
 from tools.inference.backends import ExportedPredictor, OnnxRunner, PaddleInferenceRunner
 
 pytest.importorskip("onnxruntime")
@@ -196,3 +196,22 @@ def test_an_export_folder_under_a_file_is_refused_before_exporting(tmp_path, mon
     monkeypatch.setattr(model.export, "build_inference_model", never)
     with pytest.raises(OutputError, match="export folder .*file/out is not writable"):
         export(cfg, weights, str(tmp_path / "file" / "out"), log=lambda *a: None)
+
+
+def test_onnx_conversion_never_pip_installs(monkeypatch):
+    # paddle2onnx sets POLYGRAPHY_AUTOINSTALL_DEPS=1 right before Polygraphy folds the
+    # constants; a module Polygraphy then misses must be an error, not a pip install.
+    pytest.importorskip("polygraphy")
+    from polygraphy.exception import PolygraphyException
+    from polygraphy.mod import importer
+
+    installs = []
+    monkeypatch.setattr(importer.sp, "run", lambda cmd, **kwargs: installs.append(cmd))
+    monkeypatch.setenv(AUTOINSTALL, "1")  # set before, by the user or an earlier export
+    with no_pip_installs():
+        os.environ[AUTOINSTALL] = "1"  # what paddle2onnx does inside
+        missing = importer.lazy_import("solov2_test_no_such_module")
+        with pytest.raises(PolygraphyException):
+            missing.anything
+    assert installs == []
+    assert os.environ[AUTOINSTALL] == "1"  # the environment is given back as it was
