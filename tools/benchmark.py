@@ -28,6 +28,10 @@ network and post-processing graphs apart. The model is exported once into the ca
 Matrix NMS is also timed on its own, on 500 random masks of the mask-feature size of a
 padded test-size image.
 
+--overlap also times every engine with the post-processing and drawing of image i in the
+loop's consumer threads while image i+1 goes through the network, interleaved pass by pass
+with the usual order (post-processing right after each network pass).
+
 --compare-ppdet (with paddledet installed, a development dependency) builds
 PaddleDetection 2.6's SOLOv2 with this config's architecture and the same weights, checks
 that its raw outputs equal ours on the first image, and times the two network forwards
@@ -65,6 +69,7 @@ from tools.deploy.benchmark import (  # noqa: E402
     gemm_rate,
     network_flops,
     network_outputs,
+    overlap_line,
     postprocess_steps,
     postprocess_sweep,
     steps_line,
@@ -72,6 +77,7 @@ from tools.deploy.benchmark import (  # noqa: E402
     table,
     time_engine,
     time_matrix_nms,
+    time_overlap,
 )
 from tools.errors import ConfigError, entry_point  # noqa: E402
 from tools.inference.backends import BACKENDS, MODES, load_backend  # noqa: E402
@@ -103,6 +109,10 @@ def parse_args(argv=None):
                              "the numpy post-processing, as demo.py runs them; default), graph "
                              "(the one graph with post-processing inside), split (network and "
                              "post-processing graphs, timed apart)")
+    parser.add_argument("--overlap", action="store_true",
+                        help="also time each engine with its post-processing in the drawing "
+                             "threads, overlapping the next image's network pass (passes "
+                             "interleaved with the usual order)")
     parser.add_argument("--compare-ppdet", action="store_true",
                         help="also time PaddleDetection 2.6's SOLOv2 (same architecture, "
                              "weights and input; needs paddledet, requirements-dev.txt) "
@@ -131,7 +141,7 @@ def main(argv=None):
 
     load_before = os.getloadavg()
     rates = [gemm_rate()]
-    results, notes, sweeps, outputs = {}, [], {}, None
+    results, notes, sweeps, overlaps, outputs = {}, [], {}, {}, None
     for engine in engines:
         predictor, style = load_backend(engine, cfg, model_path=weights, model_dir=model_dir,
                                         threads=args.threads, mode=args.mode)
@@ -139,6 +149,9 @@ def main(argv=None):
         if getattr(predictor, "description", engine) != engine:  # e.g. how oneDNN ran
             notes.append(predictor.description)
         print(f"{engine}: {statistics.median(results[engine][0]):.3f} images/s", flush=True)
+        if args.overlap:
+            overlaps[engine] = time_overlap(predictor, style, cfg, paths, repeats,
+                                            class_names)
         if args.sweep:
             if outputs is None:
                 outputs = network_outputs(cfg, weights, paths[0], style)
@@ -170,6 +183,11 @@ def main(argv=None):
         print(f"\npost-processing alone, ms, on {os.path.basename(paths[0])} ({total} "
               f"candidates above score_thr={cfg.test_cfg.score_thr}) cut to the best N:")
         print(sweep_table(sweeps, results))
+    if overlaps:
+        print("\npost-processing overlapped with the next network pass (median images/s, "
+              "passes interleaved):")
+        for engine, rates in overlaps.items():
+            print(overlap_line(engine, rates))
     if steps is not None:
         print(steps_line(os.path.basename(paths[0]), steps, results))
     print(f"Matrix NMS, 500 masks of {nms[3][0]}x{nms[3][1]} (dygraph): "

@@ -95,6 +95,63 @@ def time_engine(predictor, style, cfg, paths, repeats, class_names, batch_size=1
     return rates, stages
 
 
+def network_only(predictor):
+    """``predictor`` (a dygraph or a 'network'-mode exported one) without its
+    post-processing: a loop predictor whose results are (outputs, crop_hw, ori_hw) per
+    image, for :func:`time_overlap` to post-process in the consumer threads."""
+    if getattr(predictor, "postprocess", None) is None:
+        raise BackendError("overlapping needs the numpy post-processing: dygraph, or an "
+                           "exported engine in mode 'network'")
+
+    def network(batch, crop_hws, ori_hws, times):
+        start = time.perf_counter()
+        if hasattr(predictor, "model"):  # dygraph
+            with paddle.no_grad():
+                outputs = predictor.model(paddle.to_tensor(batch))
+            outputs = {key: value.numpy() for key, value in outputs.items()}
+        else:
+            names = ("cate_scores", "kernels", "mask_feat")
+            outputs = dict(zip(names, predictor.runners["network"]({"image": batch})))
+        times.add("forward", time.perf_counter() - start, len(batch))
+        return [({key: value[i:i + 1] for key, value in outputs.items()}, crop_hw, ori_hw)
+                for i, (crop_hw, ori_hw) in enumerate(zip(crop_hws, ori_hws))]
+
+    return network
+
+
+def time_overlap(predictor, style, cfg, paths, repeats, class_names):
+    """images/s per pass as demo.py runs the engine (post-processing after each network
+    pass, in the calling thread) and with the post-processing moved into the consumer
+    threads, where it overlaps the next image's network pass; passes interleaved, after a
+    warm-up of each. Returns {'after': [...], 'overlapped': [...]}."""
+    def draw(item, result):
+        drawn = draw_instances(item.image, result, class_names, cfg.test_cfg.draw_thresh)
+        return len(cv2.imencode(".png", drawn[:, :, ::-1])[1])
+
+    def post_and_draw(item, pending):
+        outputs, crop_hw, ori_hw = pending
+        return draw(item, predictor.postprocess(outputs, [crop_hw], [ori_hw])[0])
+
+    ways = {"after": (predictor, draw), "overlapped": (network_only(predictor), post_and_draw)}
+    stream = dict(size=cfg.test_size, mean=cfg.pixel_mean, std=cfg.pixel_std, style=style,
+                  keep_image=True)
+    for run, consumer in ways.values():
+        predict_stream(run, paths, consumer=consumer, **stream)  # warm-up
+    rates = {name: [] for name in ways}
+    for _ in range(repeats):
+        for name, (run, consumer) in ways.items():
+            start = time.perf_counter()
+            predict_stream(run, paths, consumer=consumer, **stream)
+            rates[name].append(len(paths) / (time.perf_counter() - start))
+    return rates
+
+
+def overlap_line(engine, rates):
+    after, overlapped = (statistics.median(rates[k]) for k in ("after", "overlapped"))
+    return (f"  {engine}: {after:.3f} images/s post-processing after each network pass, "
+            f"{overlapped:.3f} overlapped with the next one ({overlapped / after:.2f}x)")
+
+
 def time_matrix_nms(cfg, repeats, count=500):
     """Median and min-max seconds of Matrix NMS on ``count`` random masks of the mask
     feature size of a padded ``test_size`` image (the eager form, as dygraph runs it)."""

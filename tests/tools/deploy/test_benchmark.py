@@ -1,19 +1,29 @@
 """The measuring helpers of tools/deploy/benchmark.py: conv FLOPs, the GEMM bound, the table."""
 
+import os
+
 import numpy as np
 import paddle.nn as nn
+import pytest
 
-from model.layers import ModulatedDeformConv
 import model.postprocess
 from config import load_config
+from model.layers import ModulatedDeformConv
 from tools.deploy.benchmark import (
     conv_flops,
+    fixture_weights,
     gemm_bound,
     gemm_rate,
+    network_only,
+    overlap_line,
     postprocess_steps,
     steps_line,
     table,
+    time_overlap,
 )
+from tools.files import REPO as ROOT
+from tools.inference.backends import BackendError, load_dygraph
+from tools.inference.predictor import predict_stream
 
 
 class TinyNet(nn.Layer):
@@ -99,3 +109,29 @@ def test_postprocess_steps_count_the_masks_the_scoring_computes(monkeypatch):
                       {"onnx": ([1.0], {"forward": [1000.0]})})
     assert "total 100 = 10.0% of the fastest forward (onnx, 1000 ms)" in line
     assert "the products alone 2.0%" in line
+
+
+def test_overlapped_post_processing_gives_the_loop_s_detections(tmp_path):
+    cfg = load_config(2, ["test_size=(64, 96)"])
+    predictor, style = load_dygraph(cfg, fixture_weights(cfg, str(tmp_path)))
+    paths = [os.path.join(ROOT, "images", "test", name) for name in ("chelsea.png", "rocket.jpg")]
+    stream = dict(size=cfg.test_size, mean=cfg.pixel_mean, std=cfg.pixel_std, style=style)
+    expected = predict_stream(predictor, paths, **stream)
+    got = predict_stream(network_only(predictor), paths, **stream,
+                         consumer=lambda item, pending: predictor.postprocess(
+                             pending[0], [pending[1]], [pending[2]])[0])
+    for want, have in zip(expected, got):
+        assert want["masks"].shape[0] > 0
+        for key in ("masks", "labels", "scores", "boxes"):
+            assert np.array_equal(want[key], have[key])
+    rates = time_overlap(predictor, style, cfg, paths, 1, ["class"] * 80)
+    assert [len(rates[k]) for k in ("after", "overlapped")] == [1, 1]
+    assert "x)" in overlap_line("dygraph", rates)
+
+
+def test_overlap_needs_the_numpy_post_processing():
+    class GraphMode:
+        postprocess = None
+
+    with pytest.raises(BackendError, match="mode 'network'"):
+        network_only(GraphMode())
