@@ -186,8 +186,8 @@ def main(argv=None):
     if overlaps:
         print("\npost-processing overlapped with the next network pass (median images/s, "
               "passes interleaved):")
-        for engine, rates in overlaps.items():
-            print(overlap_line(engine, rates))
+        for engine, passes in overlaps.items():
+            print(overlap_line(engine, passes))
     if steps is not None:
         print(steps_line(os.path.basename(paths[0]), steps, results))
     print(f"Matrix NMS, 500 masks of {nms[3][0]}x{nms[3][1]} (dygraph): "
