@@ -38,7 +38,9 @@ class SOLOv2_Shapes_Tour(SOLOv2_Light_448_R50_FPN_8GPU_3x):
         # base_lr 0.01 (the references' LR for 16 images, here for 2) let seed 0 diverge on
         # an AMD CPU: at iteration 70 every mask prediction was empty for good (Dice loss
         # exactly 1, no detections at iteration 200), while seed 1 and the run without the
-        # AMD fast path went on learning. Half of it learns from every seed tried.
+        # AMD fast path went on learning. At half of it seeds 0, 1 and 2 all learn (seed 0:
+        # mask AP 0.085 after 600 iterations; 1 and 2: instance loss 2.26 -> 1.11 and 1.20
+        # by iteration 150).
         self.train_cfg.update(
             model_path=None, batch_size=2, base_lr=0.005, scale_lr=False,
             warmup_iters=50, max_iters=600, lr_milestones=(500,),
