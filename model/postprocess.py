@@ -79,12 +79,18 @@ def get_seg_single(cate_scores, kernels, mask_feat, cell_strides, crop_hw, ori_h
         probs, masks, labels, scores = scored_candidates(cate_scores, kernels, mask_feat,
                                                          cell_strides, cfg, threads)
         scores = matrix_nms(masks, labels, scores, cfg.nms_kernel, cfg.nms_sigma)
-    keep = np.flatnonzero(scores >= cfg.update_thr)
-    keep = keep[_best_first(scores[keep])[:cfg.max_per_img]]
+    keep = kept_after_nms(scores, cfg)
     probs = probs.take(keep).reshape(len(keep), *mask_feat.shape[1:])
     masks, boxes = _paste(probs, crop_hw, ori_hw, cfg.mask_thr)
     return {"masks": masks, "labels": labels[keep].astype(np.int64),
             "scores": scores[keep].astype(np.float32), "boxes": boxes}
+
+
+def kept_after_nms(scores, cfg):
+    """Step 5's cut: indices of the decayed ``scores`` that reach ``update_thr``, the best
+    ``max_per_img`` of them, best first."""
+    keep = np.flatnonzero(scores >= cfg.update_thr)
+    return keep[_best_first(scores[keep])[:cfg.max_per_img]]
 
 
 def scored_candidates(cate_scores, kernels, mask_feat, cell_strides, cfg, threads=1):

@@ -21,6 +21,7 @@ from tabulate import tabulate
 
 from model.postprocess import (
     build_postprocess,
+    kept_after_nms,
     matrix_nms,
     one_blas_thread,
     paste_masks,
@@ -74,15 +75,28 @@ def ensure_export(cfg, weights, folder, log=print):
     export(cfg, weights, folder, onnx=True, split=True, log=lambda *a: None)
 
 
-def time_engine(predictor, style, cfg, paths, repeats, class_names, batch_size=1):
-    """Warm-up pass, then ``repeats`` timed passes. Returns (images/s per pass, dict stage
-    -> list of ms per image per pass)."""
+def png_drawer(cfg, class_names):
+    """The loop's consumer for timing: draw the result and PNG-encode it in memory, as
+    demo.py does before writing; returns the PNG's size."""
     def draw(item, result):
         drawn = draw_instances(item.image, result, class_names, cfg.test_cfg.draw_thresh)
         return len(cv2.imencode(".png", drawn[:, :, ::-1])[1])
 
-    stream = dict(size=cfg.test_size, mean=cfg.pixel_mean, std=cfg.pixel_std, style=style,
-                  batch_size=batch_size, keep_image=True, consumer=draw)
+    return draw
+
+
+def stream_settings(cfg, style, **extra):
+    """predict_stream's keywords for timing: the config's sizes and normalisation, the
+    original images kept for drawing."""
+    return dict(size=cfg.test_size, mean=cfg.pixel_mean, std=cfg.pixel_std, style=style,
+                keep_image=True, **extra)
+
+
+def time_engine(predictor, style, cfg, paths, repeats, class_names, batch_size=1):
+    """Warm-up pass, then ``repeats`` timed passes. Returns (images/s per pass, dict stage
+    -> list of ms per image per pass)."""
+    stream = stream_settings(cfg, style, batch_size=batch_size,
+                             consumer=png_drawer(cfg, class_names))
     predict_stream(predictor, paths, **stream)  # warm-up: allocation, kernel choice
     rates, stages = [], {}
     for _ in range(repeats):
@@ -105,13 +119,7 @@ def network_only(predictor):
 
     def network(batch, crop_hws, ori_hws, times):
         start = time.perf_counter()
-        if hasattr(predictor, "model"):  # dygraph
-            with paddle.no_grad():
-                outputs = predictor.model(paddle.to_tensor(batch))
-            outputs = {key: value.numpy() for key, value in outputs.items()}
-        else:
-            names = ("cate_scores", "kernels", "mask_feat")
-            outputs = dict(zip(names, predictor.runners["network"]({"image": batch})))
+        outputs = predictor.network(batch)
         times.add("forward", time.perf_counter() - start, len(batch))
         return [({key: value[i:i + 1] for key, value in outputs.items()}, crop_hw, ori_hw)
                 for i, (crop_hw, ori_hw) in enumerate(zip(crop_hws, ori_hws))]
@@ -124,17 +132,14 @@ def time_overlap(predictor, style, cfg, paths, repeats, class_names):
     pass, in the calling thread) and with the post-processing moved into the consumer
     threads, where it overlaps the next image's network pass; passes interleaved, after a
     warm-up of each. Returns {'after': [...], 'overlapped': [...]}."""
-    def draw(item, result):
-        drawn = draw_instances(item.image, result, class_names, cfg.test_cfg.draw_thresh)
-        return len(cv2.imencode(".png", drawn[:, :, ::-1])[1])
+    draw = png_drawer(cfg, class_names)
 
     def post_and_draw(item, pending):
         outputs, crop_hw, ori_hw = pending
         return draw(item, predictor.postprocess(outputs, [crop_hw], [ori_hw])[0])
 
     ways = {"after": (predictor, draw), "overlapped": (network_only(predictor), post_and_draw)}
-    stream = dict(size=cfg.test_size, mean=cfg.pixel_mean, std=cfg.pixel_std, style=style,
-                  keep_image=True)
+    stream = stream_settings(cfg, style)
     for run, consumer in ways.values():
         predict_stream(run, paths, consumer=consumer, **stream)  # warm-up
     rates = {name: [] for name in ways}
@@ -175,9 +180,7 @@ def network_outputs(cfg, weights, path, style):
     predictor, _ = load_dygraph(cfg, weights)
     chw, crop_hw, ori_hw = preprocess(read_image(path), cfg.test_size, cfg.pixel_mean,
                                       cfg.pixel_std, style)
-    with paddle.no_grad():
-        outputs = predictor.model(paddle.to_tensor(pad_batch([chw])))
-    return {k: v.numpy() for k, v in outputs.items()}, crop_hw, ori_hw
+    return predictor.network(pad_batch([chw])), crop_hw, ori_hw
 
 
 # The matmul the bound is measured with: the size the issue quoted (107-138 GFLOP/s on the
@@ -308,8 +311,7 @@ def postprocess_steps(outputs, crop_hw, ori_hw, cfg, repeats):
             scored = time.perf_counter()
             scores = matrix_nms(masks, labels, scores, test_cfg.nms_kernel, test_cfg.nms_sigma)
         nms_done = time.perf_counter()
-        keep = np.flatnonzero(scores >= test_cfg.update_thr)
-        keep = keep[np.argsort(-scores[keep], kind="stable")[:test_cfg.max_per_img]]
+        keep = kept_after_nms(scores, test_cfg)
         paste_masks(probs.take(keep).reshape(len(keep), *feat.shape[1:]), crop_hw, ori_hw,
                     test_cfg.mask_thr)
         pasted = time.perf_counter()

@@ -99,8 +99,6 @@ def no_pip_installs():
     try:
         yield
     finally:
-        if config is not None:
-            config.AUTOINSTALL_DEPS = False
         if before is None:
             os.environ.pop(AUTOINSTALL, None)
         else:

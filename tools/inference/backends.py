@@ -48,12 +48,17 @@ class DygraphPredictor:
         self.postprocess = postprocess
         model.eval()
 
-    def __call__(self, batch, crop_hws, ori_hws, times):
-        start = time.perf_counter()
+    def network(self, batch):
+        """The network alone: dict of cate_scores, kernels and mask_feat as numpy arrays."""
         with paddle.no_grad():
             outputs = self.model(paddle.to_tensor(batch))
-            forward_done = time.perf_counter()
-            results = self.postprocess(outputs, crop_hws, ori_hws)
+        return {key: value.numpy() for key, value in outputs.items()}
+
+    def __call__(self, batch, crop_hws, ori_hws, times):
+        start = time.perf_counter()
+        outputs = self.network(batch)
+        forward_done = time.perf_counter()
+        results = self.postprocess(outputs, crop_hws, ori_hws)
         times.add("forward", forward_done - start, len(batch))
         times.add("postprocess", time.perf_counter() - forward_done, len(batch))
         return results
@@ -323,16 +328,23 @@ class ExportedPredictor:
             notes.append("network graph + numpy post-processing")
         return f"{self.engine}" + (f" [{'; '.join(notes)}]" if notes else "")
 
+    def network(self, image):
+        """The network graph alone on one padded [1, 3, H, W] image: dict of cate_scores,
+        kernels and mask_feat (numpy)."""
+        if "network" not in self.runners:
+            raise BackendError(f"mode {self.mode!r} runs no network graph of its own")
+        return dict(zip(("cate_scores", "kernels", "mask_feat"),
+                        self.runners["network"]({"image": image})))
+
     def __call__(self, batch, crop_hws, ori_hws, times):
         results = []
         for i, (crop_hw, ori_hw) in enumerate(zip(crop_hws, ori_hws)):
             image = batch[i:i + 1]
             start = time.perf_counter()
             if self.mode == "network":
-                cate_scores, kernels, mask_feat = self.runners["network"]({"image": image})
+                outputs = self.network(image)
                 forward_done = time.perf_counter()
-                result = self.postprocess({"cate_scores": cate_scores, "kernels": kernels,
-                                           "mask_feat": mask_feat}, [crop_hw], [ori_hw])[0]
+                result = self.postprocess(outputs, [crop_hw], [ori_hw])[0]
                 times.add("forward", forward_done - start)
                 times.add("postprocess", time.perf_counter() - forward_done)
                 results.append(result)
